@@ -1,0 +1,1 @@
+"""The `ewfm` command-line interface (installed as the import package `ewfm_cli`)."""
