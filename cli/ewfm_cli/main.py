@@ -18,5 +18,10 @@ def version() -> None:
     typer.echo(ewfm.__version__)
 
 
+from ._data import app as data_app  # noqa: E402
+
+app.add_typer(data_app, name="data")
+
+
 def main() -> None:
     app()

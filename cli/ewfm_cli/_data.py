@@ -1,0 +1,129 @@
+"""``ewfm data``: build, list and describe offline-RL datasets (Minari)."""
+
+import typer
+
+app = typer.Typer(
+    help="Offline RL datasets: build D4RL-style ones from the policy pack, list, describe.",
+    no_args_is_help=True,
+)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _rl():
+    try:
+        import ewfm.rl as rl
+        from ewfm.rl._deps import gymnasium, minari
+
+        gymnasium()
+        minari()
+    except ImportError as e:
+        _fail(str(e))
+        raise
+    return rl
+
+
+@app.command()
+def build(
+    name: str = typer.Argument(..., help="ENV-KIND, e.g. hopper-medium (see `ewfm data list`)."),
+    steps: int | None = typer.Option(
+        None, "--steps", "-n", help="Build a smaller dataset of about N transitions."
+    ),
+    seed: int | None = typer.Option(None, help="Replace the recipe's seed."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing dataset."),
+    envs: int = typer.Option(32, help="Environments run in lock step."),
+    workers: int | None = typer.Option(
+        None, help="Processes stepping them (default: 2 for >= 200k steps, else 1)."
+    ),
+) -> None:
+    """Build a D4RL-style dataset on Gymnasium MuJoCo v5 from the bundled policy pack."""
+    rl = _rl()
+    from ewfm.rl._build import build_dataset_report
+
+    try:
+        report = build_dataset_report(
+            name, steps=steps, overwrite=overwrite, seed=seed, n_envs=envs, workers=workers
+        )
+    except (ValueError, FileExistsError) as e:
+        _fail(str(e))
+        return
+    norm = rl.normalized_score(name, report.returns)
+    typer.echo(
+        f"{report.dataset_id}: {report.transitions} transitions, {report.episodes} episodes, "
+        f"normalised return {norm.mean():.1f} ± {norm.std():.1f}; built in "
+        f"{report.seconds:.1f} s ({report.steps_per_second:.0f} simulated steps/s)"
+    )
+
+
+@app.command("list")
+def list_() -> None:
+    """Built-in recipes (built or not) and the local Minari datasets."""
+    rl = _rl()
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("name", "Minari id", "local", "transitions", "episodes")
+    for row in rl.list_datasets():
+        table.add_row(
+            row.name or "-",
+            row.dataset_id,
+            "yes" if row.local else "no",
+            "-" if row.transitions is None else str(row.transitions),
+            "-" if row.episodes is None else str(row.episodes),
+        )
+    Console().print(table)
+
+
+@app.command()
+def info(
+    name_or_id: str = typer.Argument(..., help="A built-in name or a local Minari dataset id."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Size, episodes and return statistics (raw and D4RL-normalised) of a local dataset."""
+    rl = _rl()
+    try:
+        info_ = rl.dataset_info(name_or_id)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+        return
+    if as_json:
+        import json
+
+        typer.echo(json.dumps(info_.as_dict(), indent=1))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    def fmt(x: float | None) -> str:
+        return "-" if x is None else f"{x:.1f}"
+
+    table = Table("", "value", title=info_.dataset_id, show_header=False)
+    table.add_row("environment", info_.env_id)
+    table.add_row("path", info_.path)
+    table.add_row("transitions", str(info_.transitions))
+    table.add_row(
+        "episodes",
+        f"{info_.episodes} ({info_.terminations} terminated, {info_.timeouts} time-limit)",
+    )
+    table.add_row("observation / action dim", f"{info_.observation_dim} / {info_.action_dim}")
+    table.add_row(
+        "return mean ± std [min, max]",
+        f"{fmt(info_.return_mean)} ± {fmt(info_.return_std)} "
+        f"[{fmt(info_.return_min)}, {fmt(info_.return_max)}]",
+    )
+    table.add_row(
+        "normalised mean ± std [min, max]",
+        f"{fmt(info_.normalized_mean)} ± {fmt(info_.normalized_std)} "
+        f"[{fmt(info_.normalized_min)}, {fmt(info_.normalized_max)}]",
+    )
+    for p in info_.recipe.get("parts", []):
+        table.add_row(
+            f"part {p['policy']}",
+            f"{'stochastic' if p['stochastic'] else 'deterministic'}, noise {p['noise']}, "
+            f"{p['transitions']} transitions, {p['episodes']} episodes, seeds from "
+            f"{p['first_seed']}",
+        )
+    Console().print(table)

@@ -1,0 +1,36 @@
+"""Offline RL data for ewfm: Minari datasets, locally built D4RL-style datasets, evaluation.
+
+Import explicitly (``import ewfm.rl``): it needs the ``[rl]`` extra (gymnasium with MuJoCo,
+Minari), which is imported lazily, so ``import ewfm.rl`` itself stays light.
+"""
+
+from ._build import build_dataset as build_dataset, ensure_dataset as ensure_dataset
+
+from ._datasets import (
+    DatasetEntry as DatasetEntry,
+    DatasetInfo as DatasetInfo,
+    check_shapes as check_shapes,
+    dataset_info as dataset_info,
+    episode_returns as episode_returns,
+    list_datasets as list_datasets,
+    load_transitions as load_transitions,
+    normalize_observations as normalize_observations,
+    normalize_rewards as normalize_rewards,
+    observation_stats as observation_stats,
+)
+from ._deps import MissingExtraError as MissingExtraError
+from ._evaluate import EvalResult as EvalResult, evaluate as evaluate
+from ._names import (
+    builtin_names as builtin_names,
+    dataset_id as dataset_id,
+    env_id_for as env_id_for,
+    normalized_score as normalized_score,
+    reference_scores as reference_scores,
+)
+from ._pack import (
+    PackPolicy as PackPolicy,
+    pack_index as pack_index,
+    pack_policy as pack_policy,
+    recipes as recipes,
+)
+from ._transitions import Transitions as Transitions
