@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
 Time = Float[ArrayLike, ""]
+Times = Float[ArrayLike, "*t"]
 
 
 class PathSample(eqx.Module):
@@ -41,26 +42,26 @@ class AbstractPath(eqx.Module):
     t_min: eqx.AbstractVar[float]
 
     @abc.abstractmethod
-    def alpha(self, t: Time) -> Float[Array, ""]:
+    def alpha(self, t: Times) -> Float[Array, "*t"]:
         """Signal scale ``alpha_t``."""
 
     @abc.abstractmethod
-    def sigma(self, t: Time) -> Float[Array, ""]:
+    def sigma(self, t: Times) -> Float[Array, "*t"]:
         """Noise scale ``sigma_t``."""
 
     @abc.abstractmethod
-    def d_alpha(self, t: Time) -> Float[Array, ""]:
+    def d_alpha(self, t: Times) -> Float[Array, "*t"]:
         """Time derivative ``alpha_t'``."""
 
     @abc.abstractmethod
-    def d_sigma(self, t: Time) -> Float[Array, ""]:
+    def d_sigma(self, t: Times) -> Float[Array, "*t"]:
         """Time derivative ``sigma_t'``."""
 
     @abc.abstractmethod
-    def t_of_log_snr(self, lam: Float[ArrayLike, ""]) -> Float[Array, ""]:
+    def t_of_log_snr(self, lam: Float[ArrayLike, "*t"]) -> Float[Array, "*t"]:
         """Inverse of `log_snr`: the time whose ``log(alpha_t / sigma_t)`` is ``lam``."""
 
-    def log_snr(self, t: Time) -> Float[Array, ""]:
+    def log_snr(self, t: Times) -> Float[Array, "*t"]:
         """Half log signal-to-noise ratio ``lambda_t = log(alpha_t / sigma_t)`` (DPM-Solver)."""
         return jnp.log(self.alpha(t)) - jnp.log(self.sigma(t))
 
@@ -124,19 +125,19 @@ class OTPath(AbstractPath):
         if not 0.0 <= self.sigma_min < 1.0:
             raise ValueError(f"OTPath: sigma_min must lie in [0, 1), got {self.sigma_min}.")
 
-    def alpha(self, t: Time) -> Float[Array, ""]:
+    def alpha(self, t: Times) -> Float[Array, "*t"]:
         return 1.0 - jnp.asarray(t)
 
-    def sigma(self, t: Time) -> Float[Array, ""]:
+    def sigma(self, t: Times) -> Float[Array, "*t"]:
         return self.sigma_min + (1.0 - self.sigma_min) * jnp.asarray(t)
 
-    def d_alpha(self, t: Time) -> Float[Array, ""]:
+    def d_alpha(self, t: Times) -> Float[Array, "*t"]:
         return -jnp.ones_like(jnp.asarray(t, dtype=float))
 
-    def d_sigma(self, t: Time) -> Float[Array, ""]:
+    def d_sigma(self, t: Times) -> Float[Array, "*t"]:
         return (1.0 - self.sigma_min) * jnp.ones_like(jnp.asarray(t, dtype=float))
 
-    def t_of_log_snr(self, lam: Float[ArrayLike, ""]) -> Float[Array, ""]:
+    def t_of_log_snr(self, lam: Float[ArrayLike, "*t"]) -> Float[Array, "*t"]:
         # (1 - t) / (s_min + (1 - s_min) t) = e^lam  =>  t = (1 - s_min e^lam) / (1 + (1 - s_min) e^lam)
         e = jnp.exp(jnp.asarray(lam))
         return (1.0 - self.sigma_min * e) / (1.0 + (1.0 - self.sigma_min) * e)
@@ -158,29 +159,29 @@ class VPPath(AbstractPath):
         if not (0.0 <= self.b0 < self.b1):
             raise ValueError(f"VPPath: need 0 <= b0 < b1, got b0={self.b0}, b1={self.b1}.")
 
-    def _log_alpha(self, t: Time) -> Float[Array, ""]:
+    def _log_alpha(self, t: Times) -> Float[Array, "*t"]:
         t = jnp.asarray(t)
         return -(t**2) * (self.b1 - self.b0) / 4.0 - t * self.b0 / 2.0
 
-    def alpha(self, t: Time) -> Float[Array, ""]:
+    def alpha(self, t: Times) -> Float[Array, "*t"]:
         return jnp.exp(self._log_alpha(t))
 
-    def sigma(self, t: Time) -> Float[Array, ""]:
+    def sigma(self, t: Times) -> Float[Array, "*t"]:
         # sqrt(1 - exp(2 log alpha)), accurate for small t
         return jnp.sqrt(-jnp.expm1(2.0 * self._log_alpha(t)))
 
-    def d_alpha(self, t: Time) -> Float[Array, ""]:
+    def d_alpha(self, t: Times) -> Float[Array, "*t"]:
         t = jnp.asarray(t)
         return -0.5 * (self.b0 + t * (self.b1 - self.b0)) * self.alpha(t)
 
-    def d_sigma(self, t: Time) -> Float[Array, ""]:
+    def d_sigma(self, t: Times) -> Float[Array, "*t"]:
         return -self.alpha(t) * self.d_alpha(t) / self.sigma(t)
 
-    def log_snr(self, t: Time) -> Float[Array, ""]:
+    def log_snr(self, t: Times) -> Float[Array, "*t"]:
         la = self._log_alpha(t)
         return la - 0.5 * jnp.log(-jnp.expm1(2.0 * la))
 
-    def t_of_log_snr(self, lam: Float[ArrayLike, ""]) -> Float[Array, ""]:
+    def t_of_log_snr(self, lam: Float[ArrayLike, "*t"]) -> Float[Array, "*t"]:
         # log alpha = -softplus(-2 lam) / 2; solve the quadratic in t.
         sp = jax.nn.softplus(-2.0 * jnp.asarray(lam))
         db = self.b1 - self.b0

@@ -3,3 +3,13 @@
 import os
 
 os.environ.setdefault("EWFM_TYPECHECK", "1")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def x64():
+    """Run a test with 64-bit floats (exact identities)."""
+    with jax.enable_x64(True):
+        yield
