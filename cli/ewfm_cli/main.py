@@ -18,6 +18,11 @@ def version() -> None:
     typer.echo(ewfm.__version__)
 
 
+from ._train import evaluate_command, train_command  # noqa: E402
+
+app.command("train")(train_command)
+app.command("evaluate")(evaluate_command)
+
 from ._data import app as data_app  # noqa: E402
 
 app.add_typer(data_app, name="data")

@@ -1,0 +1,239 @@
+"""Training configuration for `ewfm train`: one flat, frozen record, presets, TOML and overrides.
+
+Every hyperparameter of the pipeline (behaviour warm-up, critic, QIPO iterations, the QGPO
+baseline, sampling and evaluation) is a field of `TrainConfig`. A run resolves its config as
+``preset -> TOML file -> explicit overrides`` and writes the result to ``config.json``.
+Unknown keys are refused with the closest valid key named.
+"""
+
+import dataclasses
+import difflib
+import json
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+ALGOS: tuple[str, ...] = ("qipo-ot", "qipo-diff", "bc", "qgpo")
+PRESETS_NAMES: tuple[str, ...] = ("quick", "paper")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of one training run (see ``docs/rl.md`` for what each does).
+
+    An *epoch* is ``steps_per_epoch`` optimiser steps on batches drawn with replacement
+    (the datasets hold a million transitions; a full pass is not a useful unit).
+    """
+
+    algo: str = "qipo-ot"
+    dataset: str = "hopper-medium"
+    seed: int = 0
+    seeds: int = 1
+    # data: transitions used by the critic and the support sets (0 = all of them)
+    subset: int = 100_000
+    steps_per_epoch: int = 1000
+    # behaviour model (warm-up; the policy of `bc`)
+    net: str = "mlp"  # "mlp" (MLPField) or "resnet" (QGPO's ResidualMLPField)
+    width: int = 256
+    depth: int = 4
+    lr: float = 3e-4
+    batch_size: int = 256
+    ema_decay: float = 0.999
+    bc_epochs: int = 25
+    # critic: in-support softmax Q-learning (QGPO), twin Q, soft target updates
+    critic_epochs: int = 10
+    critic_width: int = 256
+    critic_depth: int = 2
+    critic_lr: float = 3e-4
+    critic_batch: int = 256
+    critic_support: int = 8  # support actions per next state for the target
+    gamma: float = 0.99
+    tau: float = 0.005
+    beta_q: float = 10.0
+    # QIPO iterations (Algorithm 2)
+    support: int = 16  # M
+    keep_data_action: bool = True
+    beta: float = 3.0
+    qipo_epochs: int = 8
+    renew_every: int = 2  # K_renew, in epochs
+    qipo_states: int = 32  # states per batch (each with its M supports)
+    qipo_lr: float = 1e-4
+    # QGPO baseline: CEP energy network + gradient guidance
+    cep_epochs: int = 5
+    cep_beta: float = 3.0
+    guidance: float = 1.0
+    # sampling (the policy); support renewal uses the same sampler
+    solver: str = ""  # "" = midpoint for OT, dpm2 for VP
+    sample_steps: int = 5
+    # evaluation
+    eval_every: int = 4  # epochs of the last stage; 0 = final only
+    eval_episodes: int = 5
+    final_episodes: int = 10
+    eval_max_steps: int = 1000
+
+    @property
+    def path_kind(self) -> str:
+        """``"ot"`` for QIPO-OT and BC, ``"vp"`` for QIPO-Diff and QGPO."""
+        return "ot" if self.algo in ("qipo-ot", "bc") else "vp"
+
+    @property
+    def policy_solver(self) -> str:
+        return self.solver or ("midpoint" if self.path_kind == "ot" else "dpm2")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # CPU-sized: about 15-25 minutes on 2 cores for QIPO-OT on hopper-medium.
+    "quick": {},
+    # The paper's / QGPO's scale: M = 16, QGPO's residual score network, 15-step DPM-Solver
+    # for the VP models, RK2 (midpoint) for QIPO-OT, full dataset, long schedules.
+    # Days on a CPU; meant for an accelerator.
+    "paper": {
+        "subset": 0,
+        "net": "resnet",
+        "batch_size": 4096,
+        "bc_epochs": 600,
+        "critic_epochs": 100,
+        "critic_batch": 256,
+        "critic_support": 16,
+        "critic_depth": 3,
+        "support": 16,
+        "qipo_epochs": 100,
+        "renew_every": 5,
+        "qipo_states": 256,
+        "cep_epochs": 100,
+        "sample_steps": 15,
+        "eval_every": 10,
+        "eval_episodes": 10,
+        "final_episodes": 10,
+    },
+}
+
+
+class ConfigError(ValueError):
+    """A bad configuration value or key (one line, naming the fix)."""
+
+
+def _closest(key: str) -> str:
+    match = difflib.get_close_matches(key, list(FIELDS), n=1, cutoff=0.0)
+    return match[0] if match else ""
+
+
+def _coerce(key: str, value: Any) -> Any:
+    if key not in FIELDS:
+        raise ConfigError(f"unknown config key {key!r}; did you mean {_closest(key)!r}?")
+    kind = type(getattr(TrainConfig(), key))
+    if kind is bool:
+        if isinstance(value, str):
+            if value.lower() in ("true", "1", "yes"):
+                return True
+            if value.lower() in ("false", "0", "no"):
+                return False
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be true or false, got {value!r}.")
+    try:
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} must be a {kind.__name__}, got {value!r}.") from None
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Refuse impossible settings with a one-line message naming the fix."""
+    if cfg.algo not in ALGOS:
+        raise ConfigError(f"unknown algo {cfg.algo!r}; choose one of {', '.join(ALGOS)}.")
+    for name in ("beta", "beta_q", "cep_beta", "guidance"):
+        v = getattr(cfg, name)
+        if not (v >= 0.0 and v < float("inf")):
+            raise ConfigError(f"{name} must be a finite number >= 0, got {v}.")
+    for name in ("support", "critic_support"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{name} (M) must be >= 1, got {getattr(cfg, name)}.")
+    if cfg.keep_data_action and cfg.support < 2 and cfg.algo.startswith("qipo"):
+        raise ConfigError("keep_data_action needs support >= 2 (one data action + samples).")
+    for name in (
+        "steps_per_epoch",
+        "width",
+        "depth",
+        "batch_size",
+        "critic_width",
+        "critic_depth",
+        "critic_batch",
+        "renew_every",
+        "qipo_states",
+        "sample_steps",
+        "final_episodes",
+        "eval_max_steps",
+        "seeds",
+    ):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}.")
+    for name in ("bc_epochs", "critic_epochs", "qipo_epochs", "cep_epochs", "subset"):
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"{name} must be >= 0, got {getattr(cfg, name)}.")
+    if cfg.eval_every < 0 or cfg.eval_episodes < 0:
+        raise ConfigError("eval_every and eval_episodes must be >= 0.")
+    if not 0.0 < cfg.gamma < 1.0:
+        raise ConfigError(f"gamma must lie in (0, 1), got {cfg.gamma}.")
+    if not 0.0 < cfg.tau <= 1.0:
+        raise ConfigError(f"tau must lie in (0, 1], got {cfg.tau}.")
+    if not 0.0 <= cfg.ema_decay < 1.0:
+        raise ConfigError(f"ema_decay must lie in [0, 1), got {cfg.ema_decay}.")
+    if cfg.net not in ("mlp", "resnet"):
+        raise ConfigError(f"net must be 'mlp' or 'resnet', got {cfg.net!r}.")
+    solvers = ("", "euler", "heun", "midpoint", "dpm2")
+    if cfg.solver not in solvers:
+        raise ConfigError(f"unknown solver {cfg.solver!r}; choose one of {', '.join(solvers[1:])}.")
+    if cfg.solver == "dpm2" and cfg.path_kind == "ot":
+        raise ConfigError("solver dpm2 needs a VP model (qipo-diff or qgpo); use midpoint.")
+    if cfg.seeds != 1:
+        raise ConfigError(
+            "--seeds K > 1 is not implemented yet; run K seeds with --seed 0..K-1 instead."
+        )
+    return cfg
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a flat TOML table of config keys (an optional ``[train]`` table also works)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist; pass an existing .toml file.")
+    try:
+        data = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {p} is not valid TOML: {e}.") from None
+    if set(data) == {"train"} and isinstance(data["train"], dict):
+        data = data["train"]
+    for k, v in data.items():
+        if isinstance(v, dict):
+            raise ConfigError(f"config file {p}: nested table [{k}] is not allowed; use flat keys.")
+    return data
+
+
+def resolve_config(
+    preset: str = "quick",
+    config_file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> TrainConfig:
+    """The run's settings: ``preset``, then the TOML ``config_file``, then ``overrides``."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
+    values: dict[str, Any] = dict(PRESETS[preset])
+    if config_file is not None:
+        values.update(load_toml(config_file))
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    coerced = {k: _coerce(k, v) for k, v in values.items()}
+    return validate(TrainConfig(**coerced))
+
+
+def config_from_json(path: str | Path) -> TrainConfig:
+    """Read the ``config.json`` of a run directory."""
+    data = json.loads(Path(path).read_text())
+    return validate(TrainConfig(**{k: _coerce(k, v) for k, v in data.items()}))

@@ -1,0 +1,741 @@
+"""`ewfm train`: the offline-RL pipeline (Algorithm 2) and its baselines, resumable by stage.
+
+Stages, each trained through `ewfm.make_epoch` (one jitted ``lax.scan`` per epoch) and
+checkpointed atomically after every epoch:
+
+1. ``behaviour``: state-conditioned field on (s, a) -- CFM on the OT path (QIPO-OT, BC) or
+   denoising on the VP path (QIPO-Diff, QGPO). For ``bc`` this is the policy.
+2. ``critic``: twin Q by in-support softmax Q-learning, supports for every next state
+   pre-sampled once from the warmed-up behaviour EMA (`ewfm.rl.critic_loss`).
+3. ``qipo``: every ``renew_every`` epochs, M supports for every state are re-drawn from the
+   CURRENT EMA policy (optionally keeping the dataset action as one of them), scored once by
+   the critic, then ``L_QFM`` / ``L_QD`` is minimised; the EMA is the policy.
+   ``cep`` (QGPO instead): an energy network trained by contrastive energy prediction on
+   behaviour supports; the policy is the behaviour model with energy-gradient guidance.
+
+Evaluations run every ``eval_every`` epochs of the last stage and once at the end; the
+run directory then holds ``config.json``, ``checkpoints/``, ``metrics.jsonl``,
+``summary.json`` and ``curves.png``.
+"""
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import optax
+
+from .._losses import cep_loss, cfm_loss, denoising_loss
+from .._nets import EnergyNet, MLPField, ResidualMLPField
+from .._paths import AbstractPath, OTPath, VPPath
+from .._sample import EnergyGuidedField
+from .._train import TrainState, init_state, load_checkpoint, make_epoch, save_checkpoint
+from ._config import ConfigError, TrainConfig, config_from_json, validate
+from ._critic import CriticBatch, critic_loss, make_critic, q_values, soft_target_optimizer
+from ._qipo import PolicySampler, SupportSet, draw_supports_jit, make_qipo_loss
+
+
+class StopTraining(Exception):
+    """Raised by the test hook ``stop_after`` to simulate a kill right after a checkpoint."""
+
+
+# -- small helpers --------------------------------------------------------------------------
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def make_path(cfg: TrainConfig) -> AbstractPath:
+    return OTPath() if cfg.path_kind == "ot" else VPPath()
+
+
+def make_sampler(cfg: TrainConfig) -> PolicySampler:
+    prediction = "velocity" if cfg.path_kind == "ot" else "eps"
+    return PolicySampler(make_path(cfg), cfg.policy_solver, cfg.sample_steps, prediction, 1.0)
+
+
+def make_field(cfg: TrainConfig, obs_dim: int, act_dim: int, key) -> Any:
+    if cfg.net == "resnet":
+        return ResidualMLPField(act_dim, cond_dim=obs_dim, key=key)
+    return MLPField(act_dim, cond_dim=obs_dim, width=cfg.width, depth=cfg.depth, key=key)
+
+
+def make_energy_net(cfg: TrainConfig, obs_dim: int, act_dim: int, key) -> EnergyNet:
+    return EnergyNet(act_dim, cond_dim=obs_dim, width=cfg.width, depth=3, key=key)
+
+
+class _Keys:
+    """Named, fixed PRNG streams of one seed (so a resumed run draws the same numbers)."""
+
+    def __init__(self, seed: int):
+        names = ("subset", "behaviour", "critic_support", "critic", "cep", "qipo", "eval", "init")
+        self.k = dict(zip(names, jr.split(jr.key(seed), len(names)), strict=True))
+
+    def __getitem__(self, name: str):
+        return self.k[name]
+
+
+@eqx.filter_jit
+def _act(field, sampler: PolicySampler, mean, std, obs, key, act_dim: int):
+    s = (jnp.asarray(obs, jnp.float32) - mean) / std
+    return sampler(field, s, key, act_dim)
+
+
+class Policy:
+    """``policy(obs [n_envs, obs_dim], key) -> actions`` for `ewfm.rl.evaluate` (one jit call)."""
+
+    def __init__(self, field, sampler: PolicySampler, mean, std, act_dim: int):
+        self.field, self.sampler = field, sampler
+        self.mean, self.std, self.act_dim = jnp.asarray(mean), jnp.asarray(std), act_dim
+
+    def __call__(self, obs, key):
+        return np.asarray(
+            _act(self.field, self.sampler, self.mean, self.std, obs, key, self.act_dim)
+        )
+
+
+def policy_field(cfg: TrainConfig, field: Any, energy_net: EnergyNet | None) -> Any:
+    """The field the policy samples: QGPO adds the energy gradient, the rest use ``field``."""
+    if cfg.algo == "qgpo":
+        assert energy_net is not None
+        return EnergyGuidedField(field, energy_net, make_path(cfg), cfg.guidance, "eps")
+    return field
+
+
+# -- the run directory ----------------------------------------------------------------------
+
+
+class RunDir:
+    """Files of one run; every write is atomic (temp file + rename)."""
+
+    def __init__(self, out: str | Path):
+        self.root = Path(out)
+        self.ckpt = self.root / "checkpoints"
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.json"
+
+    def stage_path(self, stage: str) -> Path:
+        return self.ckpt / f"{stage}.eqx"
+
+    def write_json(self, name: str, obj: Any) -> None:
+        _write_atomic(self.root / name, json.dumps(obj, indent=2) + "\n")
+
+    def write_metrics(self, history: list[dict]) -> None:
+        _write_atomic(self.root / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in history))
+
+
+def _check_run(cfg: TrainConfig, run: RunDir, resume: bool) -> None:
+    if run.config_path.exists():
+        if not resume:
+            raise ConfigError(
+                f"{run.root} already holds a run; pass --resume to continue it or choose "
+                "another --out."
+            )
+        old = config_from_json(run.config_path)
+        for k, v in cfg.to_dict().items():
+            if getattr(old, k) != v:
+                raise ConfigError(
+                    f"cannot resume {run.root} with {k}={v!r}: it was made with "
+                    f"{k}={getattr(old, k)!r}; drop the option or choose another --out."
+                )
+    elif resume:
+        raise ConfigError(f"{run.root} holds no config.json: nothing to resume; drop --resume.")
+    elif run.root.exists() and any(run.root.iterdir()):
+        raise ConfigError(f"{run.root} is not empty and not an ewfm run; choose another --out.")
+
+
+# -- evaluation -----------------------------------------------------------------------------
+
+
+def _evaluate(cfg, env_id, policy: Policy, episodes: int, key, seed: int) -> dict[str, Any]:
+    from . import evaluate  # the datasets issue's evaluator (gymnasium, lock-step envs)
+
+    t0 = time.perf_counter()
+    res = evaluate(policy, env_id, episodes, seed, key=key, max_episode_steps=cfg.eval_max_steps)
+    return {
+        "score_mean": float(res.normalized_mean),
+        "score_std": float(res.normalized_std),
+        "return_mean": float(res.mean),
+        "episodes": int(res.episodes),
+        "scores": [float(x) for x in np.asarray(res.normalized)],
+        "eval_seconds": time.perf_counter() - t0,
+    }
+
+
+# -- the pipeline ---------------------------------------------------------------------------
+
+
+def _stage_loop(
+    *,
+    name: str,
+    run: RunDir,
+    state: TrainState,
+    epoch_fn: Callable,
+    epochs: int,
+    key,
+    get_data: Callable[[int, TrainState], tuple[Any, dict]],
+    history: list[dict],
+    extra_tree: Callable[[], Any],
+    evaluate_at: Callable[[int, TrainState], dict | None],
+    progress: bool,
+    stop_after: tuple[str, int] | None,
+    start: int,
+) -> TrainState:
+    bar = _Bar(progress, name, epochs, start)
+    steps = None
+    try:
+        for e in range(start, epochs):
+            data, info = get_data(e, state)
+            t0 = time.perf_counter()
+            state, losses = epoch_fn(state, data, jr.fold_in(key, e))
+            losses = np.asarray(losses)
+            dt = time.perf_counter() - t0
+            steps = losses.shape[0]
+            loss = float(losses.mean())
+            if not math.isfinite(loss):
+                raise FloatingPointError(
+                    f"{name}: the loss became {loss} in epoch {e + 1}; lower the learning rate."
+                )
+            m = {"stage": name, "epoch": e + 1, "loss": loss, "seconds": dt}
+            m["steps_per_s"] = steps / dt
+            m.update(info)
+            ev = evaluate_at(e + 1, state)
+            if ev is not None:
+                m.update(ev)
+            history.append(m)
+            save_checkpoint(
+                run.stage_path(name),
+                (state, extra_tree()),
+                {"epoch": e + 1, "history": history},
+            )
+            run.write_metrics(history)
+            bar.advance(loss, m.get("score_mean"))
+            if stop_after is not None and stop_after == (name, e + 1):
+                raise StopTraining(f"stopped after {name} epoch {e + 1}")
+    finally:
+        bar.close()
+    return state
+
+
+class _Bar:
+    def __init__(self, enabled: bool, name: str, total: int, start: int):
+        self.bar = None
+        if enabled and total > start:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self.bar = Progress(
+                TextColumn(f"{name:>9}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]:.4g} {task.fields[score]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+            )
+            self.bar.start()
+            self.task = self.bar.add_task(
+                name, total=total, completed=start, loss=float("nan"), score=""
+            )
+
+    def advance(self, loss: float, score: float | None) -> None:
+        if self.bar is not None:
+            s = "" if score is None else f"score {score:.1f}"
+            self.bar.update(self.task, advance=1, loss=loss, score=s)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _load_stage(run: RunDir, name: str, like: Any) -> tuple[Any | None, int, list | None]:
+    p = run.stage_path(name)
+    if not p.exists():
+        return None, 0, None
+    tree, meta = load_checkpoint(p, like)
+    return tree, int(meta["epoch"]), list(meta["history"])
+
+
+def train(
+    cfg: TrainConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    stop_after: tuple[str, int] | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) the whole pipeline for ``cfg`` into the directory ``out``.
+
+    Returns the summary (also written to ``summary.json``). ``stop_after=(stage, epoch)``
+    raises `StopTraining` right after that epoch's checkpoint (a kill, for tests).
+    """
+    from . import ensure_dataset, env_id_for, load_transitions
+
+    cfg = validate(cfg)
+    run = RunDir(out)
+    t_start = time.perf_counter()
+    _check_run(cfg, run, resume)  # before any work: a bad resume must not build datasets
+    ds_id = ensure_dataset(cfg.dataset, progress=progress)
+    if not run.config_path.exists():
+        run.write_json("config.json", cfg.to_dict())
+    tr = load_transitions(ds_id)
+    env_id = env_id_for(ds_id)
+    log(f"dataset {ds_id}: {tr.size} transitions, env {env_id}")
+
+    obs = np.asarray(tr.observations, np.float32)
+    mean, std = obs.mean(0), obs.std(0) + 1e-3
+    run.write_json(
+        "obs_stats.json",
+        {"mean": mean.tolist(), "std": std.tolist(), "act_dim": int(tr.actions.shape[1])},
+    )
+    norm = lambda x: jnp.asarray((np.asarray(x, np.float32) - mean) / std)
+    s_all, a_all = norm(tr.observations), jnp.asarray(tr.actions, jnp.float32)
+    obs_dim, act_dim = s_all.shape[1], a_all.shape[1]
+    keys = _Keys(cfg.seed)
+    n = tr.size
+    if cfg.subset and cfg.subset < n:
+        idx = np.sort(np.asarray(jr.choice(keys["subset"], n, (cfg.subset,), replace=False)))
+    else:
+        idx = np.arange(n)
+    path, sampler = make_path(cfg), make_sampler(cfg)
+    prediction = sampler.prediction
+    history: list[dict] = []
+    stage_times: dict[str, float] = {}
+
+    def run_eval(field, episodes: int, tag: int) -> dict:
+        # the key and env seed depend only on (seed, tag): a resumed run evaluates the same
+        k = jr.fold_in(keys["eval"], tag)
+        pol = Policy(field, sampler, mean, std, act_dim)
+        return _evaluate(cfg, env_id, pol, episodes, k, cfg.seed * 100_000 + tag)
+
+    last_stage = {"bc": "behaviour", "qgpo": "cep"}.get(cfg.algo, "qipo")
+
+    def periodic_eval(stage: str, to_field: Callable[[TrainState], Any]):
+        def at(epoch: int, state: TrainState) -> dict | None:
+            if stage != last_stage or not cfg.eval_every or not cfg.eval_episodes:
+                return None
+            if epoch % cfg.eval_every or epoch == _stage_epochs(cfg, stage):
+                return None
+            field = to_field(state)
+            save_checkpoint(run.ckpt / f"eval_{stage}_{epoch:04d}.eqx", field, {"epoch": epoch})
+            return run_eval(field, cfg.eval_episodes, epoch)
+
+        return at
+
+    # 1. behaviour warm-up ------------------------------------------------------------------
+    field0 = make_field(cfg, obs_dim, act_dim, jr.fold_in(keys["init"], 0))
+    if cfg.path_kind == "ot":
+        bc_loss = lambda m, b, k: cfm_loss(m, path, b[1], k, cond=b[0])
+    else:
+        bc_loss = lambda m, b, k: denoising_loss(m, path, b[1], k, cond=b[0])
+    opt = optax.adam(cfg.lr)
+    beh = init_state(field0, opt)
+    loaded, start, hist = _load_stage(run, "behaviour", (beh, None))
+    if loaded is not None:
+        beh, history = loaded[0], hist or []
+    t0 = time.perf_counter()
+    beh = _stage_loop(
+        name="behaviour",
+        run=run,
+        state=beh,
+        epoch_fn=make_epoch(
+            bc_loss,
+            opt,
+            batch_size=cfg.batch_size,
+            steps=cfg.steps_per_epoch,
+            ema_decay=cfg.ema_decay,
+        ),
+        epochs=cfg.bc_epochs,
+        key=keys["behaviour"],
+        get_data=lambda e, st: ((s_all, a_all), {}),
+        history=history,
+        extra_tree=lambda: None,
+        evaluate_at=periodic_eval("behaviour", lambda st: st.ema),
+        progress=progress,
+        stop_after=stop_after,
+        start=start,
+    )
+    stage_times["behaviour"] = time.perf_counter() - t0
+
+    energy_net = None
+    policy = beh.ema
+    if cfg.algo != "bc":
+        # 2. critic ---------------------------------------------------------------------------
+        t0 = time.perf_counter()
+        sub = lambda x: jnp.asarray(np.asarray(x, np.float32)[idx])
+        s_sub, a_sub = s_all[idx], a_all[idx]
+        ns_sub = norm(np.asarray(tr.next_observations)[idx])
+        sup_like = jnp.zeros((len(idx), cfg.critic_support, act_dim), jnp.float32)
+        sup_path = run.ckpt / "critic_supports.eqx"
+        if sup_path.exists():
+            next_sup, _ = load_checkpoint(sup_path, sup_like)
+        else:
+            ts = time.perf_counter()
+            next_sup = draw_supports_jit(
+                beh.ema,
+                sampler,
+                ns_sub,
+                keys["critic_support"],
+                m=cfg.critic_support,
+                action_dim=act_dim,
+            )
+            next_sup = jax.block_until_ready(next_sup)
+            save_checkpoint(sup_path, next_sup, {"seconds": time.perf_counter() - ts})
+            log(f"critic supports: {next_sup.shape} in {time.perf_counter() - ts:.0f} s")
+        cbatch = CriticBatch(s_sub, a_sub, sub(tr.rewards), ns_sub, sub(tr.terminals), next_sup)
+        critic0 = make_critic(
+            obs_dim,
+            act_dim,
+            width=cfg.critic_width,
+            depth=cfg.critic_depth,
+            key=jr.fold_in(keys["init"], 1),
+        )
+        copt = soft_target_optimizer(optax.adam(cfg.critic_lr), cfg.tau)
+        cst = init_state(critic0, copt)
+        loaded, start, hist = _load_stage(run, "critic", (cst, None))
+        if loaded is not None:
+            cst, history = loaded[0], hist or history
+        closs = lambda m, b, k: critic_loss(m, b, k, gamma=cfg.gamma, beta_q=cfg.beta_q)
+        cst = _stage_loop(
+            name="critic",
+            run=run,
+            state=cst,
+            epoch_fn=make_epoch(
+                closs, copt, batch_size=cfg.critic_batch, steps=cfg.steps_per_epoch, ema_decay=0.0
+            ),
+            epochs=cfg.critic_epochs,
+            key=keys["critic"],
+            get_data=lambda e, st: (cbatch, {}),
+            history=history,
+            extra_tree=lambda: None,
+            evaluate_at=lambda e, st: None,
+            progress=progress,
+            stop_after=stop_after,
+            start=start,
+        )
+        qnet = cst.model.q
+        stage_times["critic"] = time.perf_counter() - t0
+        score_q = eqx.filter_jit(q_values)
+
+        if cfg.algo == "qgpo":
+            # 3'. CEP energy network on behaviour supports ----------------------------------
+            t0 = time.perf_counter()
+            sp = run.ckpt / "cep_supports.eqx"
+            like = jnp.zeros((len(idx), cfg.support, act_dim), jnp.float32)
+            if sp.exists():
+                sup, _ = load_checkpoint(sp, like)
+            else:
+                sup = draw_supports_jit(
+                    beh.ema,
+                    sampler,
+                    s_sub,
+                    jr.fold_in(keys["cep"], 1),
+                    m=cfg.support,
+                    action_dim=act_dim,
+                )
+                save_checkpoint(sp, sup, {})
+            sset = SupportSet(s_sub, sup, _chunked_q(score_q, qnet, s_sub, sup))
+            en0 = make_energy_net(cfg, obs_dim, act_dim, jr.fold_in(keys["init"], 2))
+            eopt = optax.adam(cfg.lr)
+            est = init_state(en0, eopt)
+            loaded, start, hist = _load_stage(run, "cep", (est, None))
+            if loaded is not None:
+                est, history = loaded[0], hist or history
+            eloss = lambda m, b, k: cep_loss(
+                m, path, b.actions, -b.q, cfg.cep_beta, k, cond=b.states
+            )
+            beh_field = beh.ema
+            est = _stage_loop(
+                name="cep",
+                run=run,
+                state=est,
+                epoch_fn=make_epoch(
+                    eloss,
+                    eopt,
+                    batch_size=cfg.qipo_states,
+                    steps=cfg.steps_per_epoch,
+                    ema_decay=cfg.ema_decay,
+                ),
+                epochs=cfg.cep_epochs,
+                key=keys["cep"],
+                get_data=lambda e, st: (sset, {}),
+                history=history,
+                extra_tree=lambda: None,
+                evaluate_at=periodic_eval("cep", lambda st: policy_field(cfg, beh_field, st.ema)),
+                progress=progress,
+                stop_after=stop_after,
+                start=start,
+            )
+            energy_net = est.ema
+            stage_times["cep"] = time.perf_counter() - t0
+        else:
+            # 3. QIPO iterations -----------------------------------------------------------
+            t0 = time.perf_counter()
+            qopt = optax.adam(cfg.qipo_lr)
+            qst = TrainState(
+                beh.ema,
+                beh.ema,
+                qopt.init(eqx.filter(beh.ema, eqx.is_inexact_array)),
+                jnp.zeros((), jnp.int32),
+            )
+            set_like = SupportSet(
+                s_sub,
+                jnp.zeros((len(idx), cfg.support, act_dim), jnp.float32),
+                jnp.zeros((len(idx), cfg.support), jnp.float32),
+            )
+            loaded, start, hist = _load_stage(run, "qipo", (qst, set_like))
+            current: dict[str, Any] = {"set": None}
+            if loaded is not None:
+                qst, current["set"], history = loaded[0], loaded[1], hist or history
+            keep = a_sub if cfg.keep_data_action else None
+
+            def get_data(e: int, st: TrainState):
+                info: dict[str, Any] = {}
+                if e % cfg.renew_every == 0 or current["set"] is None:
+                    ts = time.perf_counter()
+                    k = jr.fold_in(keys["qipo"], 10_000 + e)
+                    current["set"] = renew_supports(
+                        st,
+                        sampler,
+                        score_q,
+                        qnet,
+                        s_sub,
+                        k,
+                        m=cfg.support,
+                        action_dim=act_dim,
+                        data_actions=keep,
+                    )
+                    info.update(_support_stats(current["set"], cfg.beta))
+                    info["renew_seconds"] = time.perf_counter() - ts
+                return current["set"], info
+
+            qloss = make_qipo_loss(path, cfg.beta, prediction)
+            qst = _stage_loop(
+                name="qipo",
+                run=run,
+                state=qst,
+                epoch_fn=make_epoch(
+                    qloss,
+                    qopt,
+                    batch_size=cfg.qipo_states,
+                    steps=cfg.steps_per_epoch,
+                    ema_decay=cfg.ema_decay,
+                ),
+                epochs=cfg.qipo_epochs,
+                key=keys["qipo"],
+                get_data=get_data,
+                history=history,
+                extra_tree=lambda: current["set"],
+                evaluate_at=periodic_eval("qipo", lambda st: st.ema),
+                progress=progress,
+                stop_after=stop_after,
+                start=start,
+            )
+            policy = qst.ema
+            stage_times["qipo"] = time.perf_counter() - t0
+
+    # 4. final policy and evaluation -----------------------------------------------------------
+    final_tree = (policy, energy_net)
+    save_checkpoint(run.ckpt / "policy.eqx", final_tree, {"algo": cfg.algo})
+    t0 = time.perf_counter()
+    ev = run_eval(policy_field(cfg, policy, energy_net), cfg.final_episodes, 99_999)
+    summary = {
+        "algo": cfg.algo,
+        "dataset": ds_id,
+        "env": env_id,
+        "seed": cfg.seed,
+        "score_mean": ev["score_mean"],
+        "score_std": ev["score_std"],
+        "return_mean": ev["return_mean"],
+        "episodes": ev["episodes"],
+        "scores": ev["scores"],
+        "final_eval_seconds": time.perf_counter() - t0,
+        "stage_seconds_this_session": stage_times,
+        "wall_seconds_this_session": time.perf_counter() - t_start,
+        "steps_per_s": _steps_per_s(history),
+    }
+    run.write_json("summary.json", summary)
+    with contextlib.suppress(ImportError):  # matplotlib is optional
+        plot_curves(history, run.root / "curves.png", summary)
+    return summary
+
+
+def _stage_epochs(cfg: TrainConfig, stage: str) -> int:
+    return {
+        "behaviour": cfg.bc_epochs,
+        "critic": cfg.critic_epochs,
+        "cep": cfg.cep_epochs,
+        "qipo": cfg.qipo_epochs,
+    }[stage]
+
+
+def _chunked_q(score_q, qnet, states, actions, chunk: int = 8192):
+    out = [
+        score_q(qnet, states[i : i + chunk], actions[i : i + chunk])
+        for i in range(0, states.shape[0], chunk)
+    ]
+    return jnp.concatenate(out)
+
+
+def renew_supports(
+    state: TrainState,
+    sampler: PolicySampler,
+    score_q: Callable,
+    qnet: Any,
+    states,
+    key,
+    *,
+    m: int,
+    action_dim: int,
+    data_actions=None,
+) -> SupportSet:
+    """Algorithm 2, line 10: M supports per state from the CURRENT policy ``state.ema``.
+
+    Q-values come from the fixed critic ``qnet``; with ``data_actions`` the dataset action
+    is kept as the first support of each state.
+    """
+    sup = draw_supports_jit(
+        state.ema, sampler, states, key, m=m, action_dim=action_dim, data_actions=data_actions
+    )
+    return SupportSet(states, sup, _chunked_q(score_q, qnet, states, sup))
+
+
+def _support_stats(s: SupportSet, beta: float) -> dict[str, float]:
+    q = np.asarray(s.q)
+    w = np.asarray(jax.nn.softmax(beta * s.q, axis=1)) * q.shape[1]
+    return {
+        "q_mean": float(q.mean()),
+        "q_std_within": float(q.std(axis=1).mean()),
+        "w_max_mean": float(w.max(axis=1).mean()),
+        "w_data_mean": float(w[:, 0].mean()),
+    }
+
+
+def _steps_per_s(history: list[dict]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for stage in ("behaviour", "critic", "cep", "qipo"):
+        vals = [m["steps_per_s"] for m in history if m["stage"] == stage]
+        if vals:
+            out[stage] = float(np.median(vals))
+    return out
+
+
+def plot_curves(history: list[dict], path: Path, summary: dict | None = None) -> None:
+    """Losses per stage, support Q statistics and normalised score, as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stages = [
+        s for s in ("behaviour", "critic", "cep", "qipo") if any(m["stage"] == s for m in history)
+    ]
+    fig, axes = plt.subplots(1, len(stages) + 2, figsize=(4 * (len(stages) + 2), 3.2))
+    for ax, s in zip(axes, stages, strict=False):
+        ms = [m for m in history if m["stage"] == s]
+        ax.plot([m["epoch"] for m in ms], [m["loss"] for m in ms])
+        ax.set_title(f"{s} loss")
+        ax.set_xlabel("epoch")
+        if s == "critic":
+            ax.set_yscale("log")
+    qm = [m for m in history if "q_mean" in m]
+    ax = axes[len(stages)]
+    if qm:
+        ax.plot([m["epoch"] for m in qm], [m["q_mean"] for m in qm], "o-", label="mean Q")
+        ax2 = ax.twinx()
+        ax2.plot(
+            [m["epoch"] for m in qm],
+            [m["q_std_within"] for m in qm],
+            "s--",
+            color="C1",
+            label="Q std within state",
+        )
+        ax.legend(loc="upper left", fontsize=7)
+        ax2.legend(loc="lower right", fontsize=7)
+    ax.set_title("support Q at renewals")
+    ax = axes[len(stages) + 1]
+    ev = [m for m in history if "score_mean" in m]
+    xs = [f"{m['stage'][:4]}{m['epoch']}" for m in ev]
+    ys = [m["score_mean"] for m in ev]
+    if summary is not None:
+        xs.append("final")
+        ys.append(summary["score_mean"])
+    ax.plot(range(len(ys)), ys, "o-")
+    ax.set_xticks(range(len(ys)), xs, rotation=45, fontsize=7)
+    ax.set_title("normalised score")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def evaluate_run(
+    out: str | Path,
+    *,
+    episodes: int | None = None,
+    seed: int = 12345,
+    checkpoint: str | None = None,
+) -> dict[str, Any]:
+    """Re-evaluate the final policy (or an ``eval_*.eqx`` checkpoint) of a finished run."""
+    from . import env_id_for
+
+    run = RunDir(out)
+    if not run.config_path.exists():
+        raise ConfigError(f"{run.root} holds no config.json: not an ewfm run directory.")
+    cfg = config_from_json(run.config_path)
+    stats = json.loads((run.root / "obs_stats.json").read_text())
+    mean, std = np.asarray(stats["mean"], np.float32), np.asarray(stats["std"], np.float32)
+    obs_dim = mean.shape[0]
+    act_dim = int(stats["act_dim"])
+    k = jr.key(0)
+    field_like = make_field(cfg, obs_dim, act_dim, k)
+    energy_like = make_energy_net(cfg, obs_dim, act_dim, k) if cfg.algo == "qgpo" else None
+    if checkpoint is None:
+        p = run.ckpt / "policy.eqx"
+        if not p.exists():
+            raise ConfigError(f"{run.root} has no final policy yet; finish it with --resume.")
+        (field, energy_net), _ = load_checkpoint(p, (field_like, energy_like))
+        pf = policy_field(cfg, field, energy_net)
+    else:
+        p = run.ckpt / checkpoint
+        if not p.exists():
+            raise ConfigError(f"no checkpoint {p}; see {run.ckpt} for the saved ones.")
+        like = (
+            EnergyGuidedField(field_like, energy_like, make_path(cfg), cfg.guidance, "eps")
+            if cfg.algo == "qgpo"
+            else field_like
+        )
+        pf, _ = load_checkpoint(p, like)
+    pol = Policy(pf, make_sampler(cfg), mean, std, act_dim)
+    env_id = env_id_for(cfg.dataset)
+    ev = _evaluate(cfg, env_id, pol, episodes or cfg.final_episodes, jr.key(seed), seed)
+    ev["checkpoint"] = str(p)
+    return ev

@@ -1,0 +1,340 @@
+"""`ewfm train`: critic target, support weights, renewal source, eq. 5.4, end to end, bad input."""
+
+import json
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import optax
+import pytest
+
+import ewfm
+from ewfm.rl import (
+    ConfigError,
+    PolicySampler,
+    SupportSet,
+    critic_loss,
+    make_critic,
+    make_qipo_loss,
+    q_values,
+    renew_supports,
+    resolve_config,
+    support_target,
+)
+from ewfm.rl._critic import CriticBatch
+from ewfm.rl._qipo import draw_supports
+
+
+class ConstVelocity(eqx.Module):
+    """A field with constant velocity ``c``: on the OT path it maps noise x1 to x1 - c."""
+
+    c: jax.Array
+
+    def __call__(self, x, t, cond=None):
+        return jnp.broadcast_to(self.c, x.shape)
+
+
+# -- critic -----------------------------------------------------------------------------------
+
+
+def test_support_target_hand_computed():
+    # beta_Q = ln 2 makes the softmax weights powers of two: [1, 2, 3] -> [2, 4, 8] / 14.
+    next_q = jnp.array([[1.0, 2.0, 3.0], [0.0, 0.0, 5.0]])
+    y = support_target(next_q, jnp.array([0.5, 1.0]), jnp.array([0.0, 1.0]), 0.9, math.log(2.0))
+    v0 = (1 * 2 + 2 * 4 + 3 * 8) / 14.0
+    np.testing.assert_allclose(np.asarray(y), [0.5 + 0.9 * v0, 1.0], rtol=1e-6)
+    # beta_Q = 0 is the mean over the supports, a large beta_Q the max
+    y0 = support_target(next_q, jnp.zeros(2), jnp.zeros(2), 1.0, 0.0)
+    np.testing.assert_allclose(np.asarray(y0), [2.0, 5.0 / 3.0], rtol=1e-6)
+    yinf = support_target(next_q, jnp.zeros(2), jnp.zeros(2), 1.0, 1e4)
+    np.testing.assert_allclose(np.asarray(yinf), [3.0, 5.0], rtol=1e-6)
+
+
+def test_critic_loss_matches_loop_and_stops_target_gradient():
+    k = jr.split(jr.key(0), 8)
+    critic = make_critic(3, 2, width=16, depth=2, key=k[0])
+    # a target that differs from the online nets
+    other = make_critic(3, 2, width=16, depth=2, key=k[1]).q
+    critic = eqx.tree_at(lambda c: c.target, critic, other)
+    b, m = 4, 3
+    batch = CriticBatch(
+        jr.normal(k[2], (b, 3)),
+        jr.normal(k[3], (b, 2)),
+        jr.normal(k[4], (b,)),
+        jr.normal(k[5], (b, 3)),
+        jnp.array([0.0, 1.0, 0.0, 0.0]),
+        jr.normal(k[6], (b, m, 2)),
+    )
+    gamma, beta_q = 0.9, 2.0
+    loss = critic_loss(critic, batch, k[7], gamma=gamma, beta_q=beta_q)
+    one = eqx.filter_jit(lambda net, s, a: net(s, a))  # one (s, a) pair, both twins
+    total = 0.0
+    for i in range(b):
+        qn = [
+            float(np.min(one(other, batch.next_observations[i], batch.next_supports[i, j])))
+            for j in range(m)
+        ]
+        w = np.exp(beta_q * np.array(qn))
+        w /= w.sum()
+        y = float(batch.rewards[i]) + gamma * (1 - float(batch.terminals[i])) * float(w @ qn)
+        q2 = np.asarray(one(critic.q, batch.observations[i], batch.actions[i]))
+        total += float(np.sum((q2 - y) ** 2))
+    np.testing.assert_allclose(float(loss), total / b, rtol=1e-5)
+    grads = eqx.filter_grad(lambda c: critic_loss(c, batch, k[7], gamma=gamma, beta_q=beta_q))(
+        critic
+    )
+    leaves = jax.tree_util.tree_leaves(eqx.filter(grads.target, eqx.is_array))
+    assert all(float(jnp.max(jnp.abs(g))) == 0.0 for g in leaves)
+
+
+def test_soft_target_update_moves_target_by_tau():
+    from ewfm.rl import soft_target_optimizer
+
+    critic = make_critic(2, 1, width=8, depth=1, key=jr.key(0))
+    other = make_critic(2, 1, width=8, depth=1, key=jr.key(1)).q
+    critic = eqx.tree_at(lambda c: c.target, critic, other)
+    opt = soft_target_optimizer(optax.sgd(0.0), 0.1)
+    params = eqx.filter(critic, eqx.is_inexact_array)
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    upd, _ = eqx.filter_jit(opt.update)(zeros, opt.init(params), params)
+    new = eqx.apply_updates(critic, upd)
+    w_q, w_t = critic.q.nets.layers[0].weight, other.nets.layers[0].weight
+    np.testing.assert_allclose(
+        np.asarray(new.target.nets.layers[0].weight),
+        np.asarray(w_t + 0.1 * (w_q - w_t)),
+        rtol=1e-6,
+    )
+
+
+# -- supports and renewal ------------------------------------------------------------------
+
+
+def test_renewal_draws_from_current_policy_and_weights_sum_to_m():
+    behaviour, current = ConstVelocity(jnp.array([5.0])), ConstVelocity(jnp.array([-5.0]))
+    state = ewfm.TrainState(behaviour, current, None, jnp.zeros((), jnp.int32))
+    sampler = PolicySampler(ewfm.OTPath(), "midpoint", 2, "velocity", None)
+    states = jr.normal(jr.key(0), (50, 2))
+    data = jnp.full((50, 1), 0.25)
+    critic = make_critic(2, 1, width=8, depth=1, key=jr.key(1))
+    sset = renew_supports(
+        state,
+        sampler,
+        eqx.filter_jit(q_values),
+        critic.q,
+        states,
+        jr.key(2),
+        m=8,
+        action_dim=1,
+        data_actions=data,
+    )
+    assert sset.actions.shape == (50, 8, 1)
+    np.testing.assert_array_equal(np.asarray(sset.actions[:, 0]), np.asarray(data))
+    drawn = np.asarray(sset.actions[:, 1:])
+    # the EMA policy maps x1 to x1 + 5; the behaviour model would give x1 - 5
+    assert abs(drawn.mean() - 5.0) < 0.2 and abs(drawn.std() - 1.0) < 0.15
+    np.testing.assert_allclose(
+        np.asarray(sset.q),
+        np.asarray(eqx.filter_jit(q_values)(critic.q, states, sset.actions)),
+        rtol=1e-6,
+    )
+    w = ewfm.grouped_energy_weights(-sset.q, 3.0)
+    np.testing.assert_allclose(np.asarray(w.sum(axis=1)), 8.0, rtol=1e-5)
+    # chunking does not change the draw count or shape
+    out = eqx.filter_jit(draw_supports)(
+        current, sampler, states[:7], jr.key(3), m=3, action_dim=1, chunk=4
+    )
+    assert out.shape == (7, 3, 1)
+
+
+def test_dpm2_sampling_works_under_jit():
+    # regression: integrate() converted alpha(t_start) to float, which failed under jit
+    field = ConstVelocity(jnp.zeros(1))
+    sampler = PolicySampler(ewfm.VPPath(), "dpm2", 3, "eps", 1.0)
+    out = eqx.filter_jit(draw_supports)(
+        field, sampler, jnp.zeros((4, 2)), jr.key(0), m=2, action_dim=1
+    )
+    assert out.shape == (4, 2, 1) and bool(jnp.all(jnp.isfinite(out)))
+
+
+# -- eq. 5.4: n renewals on a contextual bandit -> mu exp(n beta Q) -------------------------------
+
+
+def test_bandit_renewals_reach_closed_form():
+    """Behaviour N(0, 1) in contexts s = ±1, Q(s, a) = -(a - s)^2 / 2, beta = 1.
+
+    After n renewals the policy is mu exp(n beta Q) = N(n s / (1 + n), 1 / (1 + n)).
+    """
+    path = ewfm.OTPath()
+    sampler = PolicySampler(path, "midpoint", 8, "velocity", None)
+    k = jr.split(jr.key(0), 6)
+    n_data = 4096
+    s = jnp.where(jr.bernoulli(k[0], 0.5, (n_data, 1)), 1.0, -1.0)
+    a = jr.normal(k[1], (n_data, 1))
+    field = ewfm.MLPField(1, cond_dim=1, width=64, depth=2, key=k[2])
+    opt = optax.adam(2e-3)
+    bc = lambda mdl, b, key: ewfm.cfm_loss(mdl, path, b[1], key, cond=b[0])
+    epoch = ewfm.make_epoch(bc, opt, batch_size=256, steps=1500, ema_decay=0.9)
+    state, _ = epoch(ewfm.init_state(field, opt), (s, a), k[3])
+    q_fn = lambda st, act: -0.5 * (act[..., 0] - st[:, None, 0]) ** 2
+    beta, m, n_states = 1.0, 32, 512
+    states = jnp.where(jnp.arange(n_states)[:, None] % 2 == 0, 1.0, -1.0)
+    qopt = optax.adam(1e-3)
+    qepoch = ewfm.make_epoch(
+        make_qipo_loss(path, beta, "velocity"), qopt, batch_size=64, steps=1500, ema_decay=0.9
+    )
+    n_rounds = 2
+    state = ewfm.TrainState(
+        state.ema,
+        state.ema,
+        qopt.init(eqx.filter(state.ema, eqx.is_inexact_array)),
+        jnp.zeros((), jnp.int32),
+    )
+    draw = eqx.filter_jit(draw_supports)
+    for r in range(n_rounds):
+        sup = draw(state.ema, sampler, states, jr.fold_in(k[4], r), m=m, action_dim=1)
+        sset = SupportSet(states, sup, q_fn(states, sup))
+        state, _ = qepoch(state, sset, jr.fold_in(k[5], r))
+    test_s = jnp.repeat(jnp.array([[1.0], [-1.0]]), 4000, axis=0)
+    acts = np.asarray(eqx.filter_jit(sampler.__call__)(state.ema, test_s, jr.key(9), 1))[:, 0]
+    n = n_rounds
+    for sign, part in ((1.0, acts[:4000]), (-1.0, acts[4000:])):
+        assert abs(part.mean() - sign * n / (1 + n)) < 0.08, part.mean()
+        assert abs(part.var() - 1.0 / (1 + n)) < 0.06, part.var()
+
+
+# -- configuration and bad input ------------------------------------------------------------
+
+
+def test_config_presets_overrides_and_errors(tmp_path):
+    cfg = resolve_config("quick", overrides={"beta": 2, "algo": "qipo-diff"})
+    assert cfg.beta == 2.0 and cfg.algo == "qipo-diff" and cfg.policy_solver == "dpm2"
+    assert resolve_config("paper").support == 16
+    toml = tmp_path / "c.toml"
+    toml.write_text("beta = 5.0\nsupport = 4\n")
+    cfg = resolve_config("quick", toml, {"support": 6})
+    assert cfg.beta == 5.0 and cfg.support == 6  # flags beat the file
+    toml.write_text("betta_q = 5.0\n")
+    with pytest.raises(ConfigError, match="did you mean 'beta_q'"):
+        resolve_config("quick", toml)
+    with pytest.raises(ConfigError, match="unknown algo"):
+        resolve_config(overrides={"algo": "sac"})
+    with pytest.raises(ConfigError, match="beta must be a finite number >= 0"):
+        resolve_config(overrides={"beta": -1.0})
+    with pytest.raises(ConfigError, match=r"support \(M\) must be >= 1"):
+        resolve_config(overrides={"support": 0})
+
+
+def _cli(args, monkeypatch_env=None):
+    from ewfm_cli.main import app
+    from typer.testing import CliRunner
+
+    return CliRunner().invoke(app, args)
+
+
+def test_cli_bad_input(tmp_path):
+    cases = [
+        (["train", "--algo", "sac"], "unknown algo"),
+        (["train", "--beta", "-1"], "beta must be a finite number >= 0"),
+        (["train", "--support", "0"], "support (M) must be >= 1"),
+        (["train", "--dataset", "nosuchenv-medium", "--out", str(tmp_path / "r")], "nosuchenv"),
+    ]
+    toml = tmp_path / "bad.toml"
+    toml.write_text("renew_evry = 3\n")
+    cases.append((["train", "--config", str(toml)], "did you mean 'renew_every'"))
+    for args, msg in cases:
+        res = _cli(args)
+        assert res.exit_code == 2, (args, res.output)
+        assert msg in res.output, (args, res.output)
+        assert "Traceback" not in res.output
+    # resuming a run with a different dataset
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(resolve_config().to_dict()))
+    res = _cli(["train", "--out", str(run), "--resume", "--dataset", "walker2d-medium"])
+    assert res.exit_code == 2 and "made with dataset='hopper-medium'" in res.output
+    res = _cli(["train", "--out", str(run)])
+    assert res.exit_code == 2 and "--resume" in res.output
+
+
+# -- end to end on a tiny built dataset, with kill-and-resume -----------------------------------
+
+
+TINY = dict(
+    subset=600,
+    steps_per_epoch=10,
+    width=32,
+    depth=2,
+    critic_width=32,
+    critic_depth=1,
+    bc_epochs=2,
+    critic_epochs=2,
+    qipo_epochs=4,
+    renew_every=2,
+    support=4,
+    critic_support=3,
+    qipo_states=8,
+    batch_size=64,
+    critic_batch=64,
+    sample_steps=2,
+    eval_every=2,
+    eval_episodes=2,
+    final_episodes=2,
+    eval_max_steps=30,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    import os
+
+    from ewfm.rl import ensure_dataset
+
+    root = tmp_path_factory.mktemp("minari")
+    old = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(root)
+    try:
+        ensure_dataset("hopper-medium", steps=1500, progress=False)
+        yield "hopper-medium"
+    finally:
+        if old is None:
+            os.environ.pop("MINARI_DATASETS_PATH", None)
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = old
+
+
+def _params(run_dir, cfg):
+    from ewfm.rl._pipeline import make_field
+
+    like = (make_field(cfg, 11, 3, jr.key(0)), None)
+    tree, _ = ewfm.load_checkpoint(run_dir / "checkpoints" / "policy.eqx", like)
+    return jax.tree_util.tree_leaves(eqx.filter(tree, eqx.is_array))
+
+
+def test_end_to_end_kill_and_resume(tiny_dataset, tmp_path):
+    from ewfm.rl import evaluate_run, train
+    from ewfm.rl._pipeline import StopTraining
+
+    cfg = resolve_config("quick", overrides=dict(TINY, dataset=tiny_dataset))
+    full = train(cfg, tmp_path / "a", progress=False, log=lambda s: None)
+    with pytest.raises(StopTraining):
+        train(cfg, tmp_path / "b", progress=False, log=lambda s: None, stop_after=("qipo", 3))
+    assert not (tmp_path / "b" / "summary.json").exists()
+    resumed = train(cfg, tmp_path / "b", resume=True, progress=False, log=lambda s: None)
+    assert resumed["scores"] == full["scores"]
+    for x, y in zip(_params(tmp_path / "a", cfg), _params(tmp_path / "b", cfg), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    strip = lambda p: [
+        {k: v for k, v in json.loads(line).items() if "seconds" not in k and k != "steps_per_s"}
+        for line in (p / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert strip(tmp_path / "a") == strip(tmp_path / "b")
+    stages = [m["stage"] for m in strip(tmp_path / "a")]
+    assert stages == ["behaviour"] * 2 + ["critic"] * 2 + ["qipo"] * 4
+    for name in ("config.json", "summary.json", "curves.png", "metrics.jsonl"):
+        assert (tmp_path / "a" / name).is_file()
+    assert math.isfinite(full["score_mean"]) and full["episodes"] == 2
+    ev = evaluate_run(tmp_path / "a", episodes=2, seed=full["seed"] * 100_000 + 99_999)
+    assert math.isfinite(ev["score_mean"])
