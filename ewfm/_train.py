@@ -152,8 +152,8 @@ def fit(
     sharding = _data_sharding(batch_size)
     if sharding is not None:
         replicated = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
-        data = jax.device_put(data, replicated)
-        state = jax.device_put(state, replicated)
+        put = lambda x: jax.device_put(x, replicated) if eqx.is_array(x) else x
+        data, state = jax.tree_util.tree_map(put, (data, state))
     history: list[dict[str, float]] = []
     bar = _progress(progress, description, epochs)
     for e in range(epochs):
