@@ -176,14 +176,14 @@ def test_bandit_renewals_reach_closed_form():
     field = ewfm.MLPField(1, cond_dim=1, width=64, depth=2, key=k[2])
     opt = optax.adam(2e-3)
     bc = lambda mdl, b, key: ewfm.cfm_loss(mdl, path, b[1], key, cond=b[0])
-    epoch = ewfm.make_epoch(bc, opt, batch_size=256, steps=1500, ema_decay=0.9)
+    epoch = ewfm.make_epoch(bc, opt, batch_size=256, steps=800, ema_decay=0.9)
     state, _ = epoch(ewfm.init_state(field, opt), (s, a), k[3])
     q_fn = lambda st, act: -0.5 * (act[..., 0] - st[:, None, 0]) ** 2
     beta, m, n_states = 1.0, 32, 512
     states = jnp.where(jnp.arange(n_states)[:, None] % 2 == 0, 1.0, -1.0)
     qopt = optax.adam(1e-3)
     qepoch = ewfm.make_epoch(
-        make_qipo_loss(path, beta, "velocity"), qopt, batch_size=64, steps=1500, ema_decay=0.9
+        make_qipo_loss(path, beta, "velocity"), qopt, batch_size=64, steps=800, ema_decay=0.9
     )
     n_rounds = 2
     state = ewfm.TrainState(

@@ -58,6 +58,7 @@ class TrainConfig:
     qipo_epochs: int = 8
     renew_every: int = 2  # K_renew, in epochs
     qipo_states: int = 32  # states per batch (each with its M supports)
+    qipo_subset: int = 20_000  # states that carry support sets (0 = the whole subset)
     qipo_lr: float = 1e-4
     # QGPO baseline: CEP energy network + gradient guidance
     cep_epochs: int = 5
@@ -71,6 +72,7 @@ class TrainConfig:
     eval_episodes: int = 5
     final_episodes: int = 10
     eval_max_steps: int = 1000
+    eval_behaviour: bool = True  # also score the warm-up model at the end (BC side by side)
 
     @property
     def path_kind(self) -> str:
@@ -106,6 +108,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "qipo_epochs": 100,
         "renew_every": 5,
         "qipo_states": 256,
+        "qipo_subset": 0,
         "cep_epochs": 100,
         "sample_steps": 15,
         "eval_every": 10,
@@ -175,7 +178,14 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     ):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}.")
-    for name in ("bc_epochs", "critic_epochs", "qipo_epochs", "cep_epochs", "subset"):
+    for name in (
+        "bc_epochs",
+        "critic_epochs",
+        "qipo_epochs",
+        "cep_epochs",
+        "subset",
+        "qipo_subset",
+    ):
         if getattr(cfg, name) < 0:
             raise ConfigError(f"{name} must be >= 0, got {getattr(cfg, name)}.")
     if cfg.eval_every < 0 or cfg.eval_episodes < 0:

@@ -94,23 +94,22 @@ class _Keys:
         return self.k[name]
 
 
-@eqx.filter_jit
-def _act(field, sampler: PolicySampler, mean, std, obs, key, act_dim: int):
-    s = (jnp.asarray(obs, jnp.float32) - mean) / std
-    return sampler(field, s, key, act_dim)
+class Policy(eqx.Module):
+    """``policy(obs [n_envs, obs_dim], key) -> actions`` for `ewfm.rl.evaluate`.
 
+    A pytree (the evaluator jits it once; new weights do not recompile): observations are
+    normalised with the dataset statistics, then one action per row is sampled.
+    """
 
-class Policy:
-    """``policy(obs [n_envs, obs_dim], key) -> actions`` for `ewfm.rl.evaluate` (one jit call)."""
-
-    def __init__(self, field, sampler: PolicySampler, mean, std, act_dim: int):
-        self.field, self.sampler = field, sampler
-        self.mean, self.std, self.act_dim = jnp.asarray(mean), jnp.asarray(std), act_dim
+    field: Any
+    sampler: PolicySampler
+    mean: Any
+    std: Any
+    act_dim: int = eqx.field(static=True)
 
     def __call__(self, obs, key):
-        return np.asarray(
-            _act(self.field, self.sampler, self.mean, self.std, obs, key, self.act_dim)
-        )
+        s = (jnp.asarray(obs, jnp.float32) - self.mean) / self.std
+        return self.sampler(self.field, s, key, self.act_dim)
 
 
 def policy_field(cfg: TrainConfig, field: Any, energy_net: EnergyNet | None) -> Any:
@@ -332,7 +331,7 @@ def train(
     def run_eval(field, episodes: int, tag: int) -> dict:
         # the key and env seed depend only on (seed, tag): a resumed run evaluates the same
         k = jr.fold_in(keys["eval"], tag)
-        pol = Policy(field, sampler, mean, std, act_dim)
+        pol = Policy(field, sampler, jnp.asarray(mean), jnp.asarray(std), act_dim)
         return _evaluate(cfg, env_id, pol, episodes, k, cfg.seed * 100_000 + tag)
 
     last_stage = {"bc": "behaviour", "qgpo": "cep"}.get(cfg.algo, "qipo")
@@ -443,25 +442,34 @@ def train(
         qnet = cst.model.q
         stage_times["critic"] = time.perf_counter() - t0
         score_q = eqx.filter_jit(q_values)
+        # the states that carry support sets (QIPO renewals, CEP): a random part of the subset
+        if cfg.qipo_subset and cfg.qipo_subset < len(idx):
+            rows = jr.choice(
+                jr.fold_in(keys["subset"], 1), len(idx), (cfg.qipo_subset,), replace=False
+            )
+            rows = np.sort(np.asarray(rows))
+        else:
+            rows = np.arange(len(idx))
+        s_q, a_q = s_sub[rows], a_sub[rows]
 
         if cfg.algo == "qgpo":
             # 3'. CEP energy network on behaviour supports ----------------------------------
             t0 = time.perf_counter()
             sp = run.ckpt / "cep_supports.eqx"
-            like = jnp.zeros((len(idx), cfg.support, act_dim), jnp.float32)
+            like = jnp.zeros((len(rows), cfg.support, act_dim), jnp.float32)
             if sp.exists():
                 sup, _ = load_checkpoint(sp, like)
             else:
                 sup = draw_supports_jit(
                     beh.ema,
                     sampler,
-                    s_sub,
+                    s_q,
                     jr.fold_in(keys["cep"], 1),
                     m=cfg.support,
                     action_dim=act_dim,
                 )
                 save_checkpoint(sp, sup, {})
-            sset = SupportSet(s_sub, sup, _chunked_q(score_q, qnet, s_sub, sup))
+            sset = SupportSet(s_q, sup, _chunked_q(score_q, qnet, s_q, sup))
             en0 = make_energy_net(cfg, obs_dim, act_dim, jr.fold_in(keys["init"], 2))
             eopt = optax.adam(cfg.lr)
             est = init_state(en0, eopt)
@@ -506,15 +514,15 @@ def train(
                 jnp.zeros((), jnp.int32),
             )
             set_like = SupportSet(
-                s_sub,
-                jnp.zeros((len(idx), cfg.support, act_dim), jnp.float32),
-                jnp.zeros((len(idx), cfg.support), jnp.float32),
+                s_q,
+                jnp.zeros((len(rows), cfg.support, act_dim), jnp.float32),
+                jnp.zeros((len(rows), cfg.support), jnp.float32),
             )
             loaded, start, hist = _load_stage(run, "qipo", (qst, set_like))
             current: dict[str, Any] = {"set": None}
             if loaded is not None:
                 qst, current["set"], history = loaded[0], loaded[1], hist or history
-            keep = a_sub if cfg.keep_data_action else None
+            keep = a_q if cfg.keep_data_action else None
 
             def get_data(e: int, st: TrainState):
                 info: dict[str, Any] = {}
@@ -526,7 +534,7 @@ def train(
                         sampler,
                         score_q,
                         qnet,
-                        s_sub,
+                        s_q,
                         k,
                         m=cfg.support,
                         action_dim=act_dim,
@@ -566,6 +574,11 @@ def train(
     save_checkpoint(run.ckpt / "policy.eqx", final_tree, {"algo": cfg.algo})
     t0 = time.perf_counter()
     ev = run_eval(policy_field(cfg, policy, energy_net), cfg.final_episodes, 99_999)
+    if cfg.eval_behaviour and cfg.algo != "bc":
+        bev = run_eval(beh.ema, cfg.final_episodes, 99_998)
+        extra = {"behaviour_score_mean": bev["score_mean"], "behaviour_score_std": bev["score_std"]}
+    else:
+        extra = {}
     summary = {
         "algo": cfg.algo,
         "dataset": ds_id,
@@ -576,6 +589,7 @@ def train(
         "return_mean": ev["return_mean"],
         "episodes": ev["episodes"],
         "scores": ev["scores"],
+        **extra,
         "final_eval_seconds": time.perf_counter() - t0,
         "stage_seconds_this_session": stage_times,
         "wall_seconds_this_session": time.perf_counter() - t_start,
@@ -734,7 +748,7 @@ def evaluate_run(
             else field_like
         )
         pf, _ = load_checkpoint(p, like)
-    pol = Policy(pf, make_sampler(cfg), mean, std, act_dim)
+    pol = Policy(pf, make_sampler(cfg), jnp.asarray(mean), jnp.asarray(std), act_dim)
     env_id = env_id_for(cfg.dataset)
     ev = _evaluate(cfg, env_id, pol, episodes or cfg.final_episodes, jr.key(seed), seed)
     ev["checkpoint"] = str(p)
