@@ -1,0 +1,444 @@
+"""Toy experiments: train a method, sample it, score it against the exact target; sweeps.
+
+`run_experiment` trains what one (data set, method, beta) needs and returns the metrics:
+
+- ``sw2``: sliced Wasserstein-2 distance between ``n_eval`` model samples and ``n_eval``
+  exact target samples; ``floor``: the same distance between two independent exact sets
+  (what a perfect sampler scores); ``sw2_data``: the model's distance to the unguided data.
+- ``mean_energy`` of the samples against ``exact_mean_energy`` under ``pi``.
+- ``nll``: mean negative log-likelihood (nats) of ``n_nll`` exact target samples under the
+  model (`ewfm.log_likelihood`), lower is better.
+- ``ms_per_1000``: wall time of drawing 1,000 samples (compiled, warm).
+
+`sweep` runs data sets × methods × betas, trains every network once (networks that do not
+depend on beta are shared across the betas) and writes ``summary.json``, ``summary.md`` and
+one figure grid per method (rows data sets, columns beta) plus one of the exact targets.
+"""
+
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from .._weights import check_beta
+from ._data import DATASETS, check_dataset, dataset, energy
+from ._methods import (
+    METHODS,
+    ToyConfig,
+    ToyModel,
+    build_model,
+    check_method,
+    draw,
+    model_log_likelihood,
+    train_network,
+)
+from ._target import sample_target, sliced_wasserstein, target_mean_energy
+
+SWEEP_BETAS: tuple[float, ...] = (0.0, 1.0, 3.0, 10.0)
+QUICK_DATASETS: tuple[str, ...] = ("8gaussians", "moons")
+QUICK_BETAS: tuple[float, ...] = (0.0, 3.0)
+
+
+class ToyProblem(eqx.Module):
+    """A finite toy data set (uniform ``p`` over its points) with the energies of its points."""
+
+    name: str = eqx.field(static=True)
+    x: Float[Array, "n 2"]
+    energy: Float[Array, " n"]
+
+
+def make_problem(name: str, cfg: ToyConfig) -> ToyProblem:
+    """The data set ``name`` with ``cfg.n_data`` points, drawn from ``cfg.seed``."""
+    check_dataset(name)
+    key = jr.fold_in(jr.key(cfg.seed), DATASETS.index(name))
+    x = dataset(name, cfg.n_data, key)
+    return ToyProblem(name, x, energy(name)(x))
+
+
+def check_betas(betas: Sequence[float]) -> tuple[float, ...]:
+    """Refuse negative or non-finite guidance strengths (one-line `ValueError`)."""
+    for b in betas:
+        check_beta(float(b))
+    return tuple(float(b) for b in betas)
+
+
+def _target_key(cfg: ToyConfig, problem: ToyProblem, beta: float) -> PRNGKeyArray:
+    k = jr.fold_in(jr.key(cfg.seed + 1), DATASETS.index(problem.name))
+    return jr.fold_in(k, round(beta * 1000))
+
+
+def exact_sets(
+    problem: ToyProblem, beta: float, cfg: ToyConfig
+) -> tuple[Float[Array, "n 2"], Float[Array, "n 2"]]:
+    """Two independent sets of ``cfg.n_eval`` exact target samples (fixed per data, beta)."""
+    k1, k2 = jr.split(_target_key(cfg, problem, beta))
+    return (
+        sample_target(problem.x, problem.energy, beta, k1, cfg.n_eval),
+        sample_target(problem.x, problem.energy, beta, k2, cfg.n_eval),
+    )
+
+
+def evaluate(
+    model: ToyModel, problem: ToyProblem, beta: float, cfg: ToyConfig, key: PRNGKeyArray
+) -> tuple[dict[str, float], np.ndarray]:
+    """Score ``model`` against the exact target of ``problem`` at ``beta``; also return samples."""
+    target, target2 = exact_sets(problem, beta, cfg)
+    ks, kt, kd = jr.split(key, 3)
+    samples = draw(model, ks, cfg.n_eval).block_until_ready()
+    t0 = time.perf_counter()
+    draw(model, kt, cfg.n_eval).block_until_ready()
+    seconds = time.perf_counter() - t0
+    data = problem.x[jr.choice(kd, problem.x.shape[0], (cfg.n_eval,), replace=False)]
+    finite = bool(jnp.all(jnp.isfinite(samples)))
+    log_lik = model_log_likelihood(model, target[: cfg.n_nll])
+    metrics = {
+        "sw2": float(sliced_wasserstein(samples, target)) if finite else float("nan"),
+        "floor": float(sliced_wasserstein(target, target2)),
+        "sw2_data": float(sliced_wasserstein(samples, data)) if finite else float("nan"),
+        "mean_energy": float(jnp.mean(energy(problem.name)(samples))),
+        "exact_mean_energy": float(target_mean_energy(problem.energy, beta)),
+        "nll": float(-jnp.mean(log_lik)),
+        "ms_per_1000": 1000.0 * seconds * 1000.0 / cfg.n_eval,
+    }
+    return metrics, np.asarray(samples)
+
+
+class _Bars:
+    """Rich progress bars over runs and training steps (no-ops when disabled)."""
+
+    def __init__(self, enabled: bool, runs: int):
+        self.p = None
+        if enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self.p = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+            )
+            self.p.start()
+            self.runs = self.p.add_task("runs", total=runs)
+            self.train = self.p.add_task("training", total=1, visible=False)
+
+    def training(self, label: str, steps: int) -> Callable[[int], None]:
+        if self.p is None:
+            return lambda k: None
+        self.p.reset(self.train, total=steps, description=f"training {label}", visible=True)
+        return lambda k: self.p.advance(self.train, k) if self.p else None
+
+    def run_done(self, label: str) -> None:
+        if self.p is not None:
+            self.p.update(self.runs, advance=1, description=f"runs (last: {label})")
+
+    def close(self) -> None:
+        if self.p is not None:
+            self.p.stop()
+
+
+class _Trainer:
+    """Trains networks on demand and caches them by (data set, kind, beta)."""
+
+    def __init__(self, cfg: ToyConfig, bars: _Bars):
+        self.cfg, self.bars = cfg, bars
+        self.cache: dict[tuple[str, str, float], Any] = {}
+        self.seconds: dict[tuple[str, str, float], float] = {}
+
+    def getter(self, problem: ToyProblem) -> Callable[[str, float], Any]:
+        def get(kind: str, beta: float) -> Any:
+            k = (problem.name, kind, float(beta))
+            if k not in self.cache:
+                key = _stable_key(self.cfg, problem.name, kind, f"{beta:g}")
+                cb = self.bars.training(f"{problem.name} {kind} beta={beta:g}", self.cfg.steps)
+                t0 = time.perf_counter()
+                self.cache[k] = train_network(
+                    kind, problem.x, problem.energy, beta, self.cfg, key, on_steps=cb
+                )
+                self.seconds[k] = time.perf_counter() - t0
+            return self.cache[k]
+
+        return get
+
+
+def _stable_key(cfg: ToyConfig, *parts: str) -> PRNGKeyArray:
+    key = jr.key(cfg.seed + 3)
+    for p in parts:
+        key = jr.fold_in(key, sum((i + 1) * ord(c) for i, c in enumerate(p)))
+    return key
+
+
+@dataclasses.dataclass
+class RunResult:
+    """Metrics of one (data set, method, beta) run, with the samples behind them."""
+
+    metrics: dict[str, Any]
+    samples: np.ndarray
+    target: np.ndarray
+    problem: ToyProblem
+
+
+def run_experiment(
+    data: str,
+    method: str,
+    beta: float,
+    cfg: ToyConfig | None = None,
+    *,
+    progress: bool = False,
+) -> RunResult:
+    """Train ``method`` on toy data set ``data`` at guidance ``beta`` and score it."""
+    check_dataset(data)
+    check_method(method)
+    (beta,) = check_betas([beta])
+    cfg = ToyConfig() if cfg is None else cfg
+    bars = _Bars(progress, 1)
+    try:
+        trainer = _Trainer(cfg, bars)
+        problem = make_problem(data, cfg)
+        t0 = time.perf_counter()
+        model = build_model(method, beta, cfg, trainer.getter(problem))
+        train_s = time.perf_counter() - t0
+        metrics, samples = evaluate(model, problem, beta, cfg, _stable_key(cfg, data, method))
+        bars.run_done(f"{data} {method} beta={beta:g}")
+    finally:
+        bars.close()
+    metrics = {"data": data, "method": method, "beta": beta, **metrics, "train_s": train_s}
+    target, _ = exact_sets(problem, beta, cfg)
+    return RunResult(metrics, samples, np.asarray(target), problem)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write JSON atomically (temp file + rename)."""
+    write_text(path, json.dumps(obj, indent=2, allow_nan=True) + "\n")
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write text atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def save_run(result: RunResult, out: str | os.PathLike, config: ToyConfig) -> None:
+    """Write ``metrics.json`` and ``samples.png`` of one run into ``out``."""
+    from ._plot import plot_run
+
+    out = Path(out)
+    m = result.metrics
+    write_json(out / "metrics.json", {**m, "config": dataclasses.asdict(config)})
+    n = min(config.n_eval, result.problem.x.shape[0])
+    title = (
+        f"{m['data']} / {m['method']} / beta={m['beta']:g}: SW2 {m['sw2']:.3f} "
+        f"(floor {m['floor']:.3f}), mean E {m['mean_energy']:.3f} "
+        f"(exact {m['exact_mean_energy']:.3f})"
+    )
+    plot_run(
+        out / "samples.png",
+        np.asarray(result.problem.x[:n]),
+        np.asarray(result.problem.energy[:n]),
+        result.target,
+        result.samples,
+        title,
+    )
+
+
+def sweep(
+    out: str | os.PathLike,
+    cfg: ToyConfig | None = None,
+    *,
+    datasets: Sequence[str] = DATASETS,
+    methods: Sequence[str] = METHODS,
+    betas: Sequence[float] = SWEEP_BETAS,
+    progress: bool = False,
+    command: str = "",
+) -> dict[str, Any]:
+    """Run data sets × methods × betas; write the summary table (JSON, Markdown) and figures."""
+    from ._plot import plot_grid
+
+    for d in datasets:
+        check_dataset(d)
+    for m in methods:
+        check_method(m)
+    betas = check_betas(betas)
+    cfg = ToyConfig() if cfg is None else cfg
+    out = Path(out)
+    t_start = time.perf_counter()
+    records: list[dict[str, Any]] = []
+    clouds: dict[str, dict[tuple[str, float], np.ndarray]] = {m: {} for m in methods}
+    targets: dict[tuple[str, float], np.ndarray] = {}
+    bars = _Bars(progress, len(datasets) * len(methods) * len(betas))
+    try:
+        trainer = _Trainer(cfg, bars)
+        for d in datasets:
+            problem = make_problem(d, cfg)
+            get = trainer.getter(problem)
+            for b in betas:
+                targets[(d, b)] = np.asarray(exact_sets(problem, b, cfg)[0])
+                for m in methods:
+                    model = build_model(m, b, cfg, get)
+                    metrics, samples = evaluate(model, problem, b, cfg, _stable_key(cfg, d, m))
+                    records.append({"data": d, "method": m, "beta": b, **metrics})
+                    clouds[m][(d, b)] = samples
+                    bars.run_done(f"{d} {m} beta={b:g}")
+    finally:
+        bars.close()
+    seconds = time.perf_counter() - t_start
+    train_seconds = sum(trainer.seconds.values())
+    summary = {
+        "command": command,
+        "config": dataclasses.asdict(cfg),
+        "datasets": list(datasets),
+        "methods": list(methods),
+        "betas": list(betas),
+        "seconds": seconds,
+        "train_seconds": train_seconds,
+        "networks_trained": len(trainer.cache),
+        "records": records,
+        "goals": guidance_goals(records),
+        "sampling_ms_per_1000": sampling_times(records),
+    }
+    write_json(out / "summary.json", summary)
+    write_text(out / "summary.md", summary_markdown(summary))
+    for m in methods:
+        labels = {(r["data"], r["beta"]): f"{r['sw2']:.2f}" for r in records if r["method"] == m}
+        plot_grid(
+            out / f"grid_{m}.png",
+            clouds[m],
+            datasets,
+            betas,
+            f"{m}: samples (red: SW2 to the exact target)",
+            labels,
+        )
+    plot_grid(out / "grid_target.png", targets, datasets, betas, "exact target pi ∝ p exp(-beta E)")
+    return summary
+
+
+def _get(records, data, method, beta) -> dict[str, Any] | None:
+    for r in records:
+        if r["data"] == data and r["method"] == method and r["beta"] == beta:
+            return r
+    return None
+
+
+def guidance_goals(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The issue's quality goals for EFM, ED and efm-beta at each beta > 0.
+
+    ``ratio_fm``: distance to the exact target over the unguided model's distance to the data
+    (goal <= 1.5); ``ratio_qgpo``: over QGPO's distance to the same target (goal <= 1).
+    """
+    goals = []
+    for r in records:
+        if r["method"] not in ("efm", "ed", "efm-beta") or r["beta"] == 0:
+            continue
+        fm = _get(records, r["data"], "fm", 0.0)
+        qgpo = _get(records, r["data"], "qgpo", r["beta"])
+        g: dict[str, Any] = {"data": r["data"], "method": r["method"], "beta": r["beta"]}
+        if fm is not None:
+            g["ratio_fm"] = r["sw2"] / fm["sw2"]
+            g["ok_fm"] = bool(g["ratio_fm"] <= 1.5)
+        if qgpo is not None:
+            g["ratio_qgpo"] = r["sw2"] / qgpo["sw2"]
+            g["ok_qgpo"] = bool(g["ratio_qgpo"] <= 1.0)
+        goals.append(g)
+    return goals
+
+
+def sampling_times(records: list[dict[str, Any]]) -> dict[str, float]:
+    """Median milliseconds per 1,000 samples of each method over all its runs."""
+    out: dict[str, float] = {}
+    for m in dict.fromkeys(r["method"] for r in records):
+        out[m] = float(np.median([r["ms_per_1000"] for r in records if r["method"] == m]))
+    return out
+
+
+def _table(summary: dict[str, Any], field: str, fmt: str, with_floor: bool = False) -> str:
+    betas = summary["betas"]
+    head = "| data | method | " + " | ".join(f"β={b:g}" for b in betas) + " |"
+    lines = [head, "|" + "---|" * (len(betas) + 2)]
+    records = summary["records"]
+    for d in summary["datasets"]:
+        if with_floor:
+            row = [_get(records, d, summary["methods"][0], b) for b in betas]
+            cells = [format(r["floor"], fmt) if r else "" for r in row]
+            lines.append(f"| {d} | *floor* | " + " | ".join(cells) + " |")
+        if field == "mean_energy":
+            row = [_get(records, d, summary["methods"][0], b) for b in betas]
+            cells = [format(r["exact_mean_energy"], fmt) if r else "" for r in row]
+            lines.append(f"| {d} | *exact* | " + " | ".join(cells) + " |")
+        for m in summary["methods"]:
+            row = [_get(records, d, m, b) for b in betas]
+            cells = [format(r[field], fmt) if r else "" for r in row]
+            lines.append(f"| {d} | {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """The sweep's results as Markdown tables (distance, mean energy, NLL, time, goals)."""
+    cfg = summary["config"]
+    parts = [
+        "# Toy sweep",
+        "",
+        f"Command: `{summary['command']}`" if summary["command"] else "",
+        f"Wall time {summary['seconds']:.0f} s ({summary['train_seconds']:.0f} s training "
+        f"{summary['networks_trained']} networks of {cfg['steps']} steps, batch "
+        f"{cfg['batch_size']}); {cfg['n_data']} data points; {cfg['n_eval']} samples per set.",
+        "",
+        "## Sliced Wasserstein-2 distance to the exact target (lower is better)",
+        "",
+        "*floor*: the distance between two independent exact sample sets of the same size.",
+        "",
+        _table(summary, "sw2", ".3f", with_floor=True),
+        "",
+        "## Mean energy of the samples (*exact*: under the target)",
+        "",
+        _table(summary, "mean_energy", ".3f"),
+        "",
+        "## NLL of exact target samples under each model (nats, lower is better)",
+        "",
+        _table(summary, "nll", ".2f"),
+        "",
+        "## Sampling time (ms per 1,000 samples, median over runs)",
+        "",
+        "| method | ms / 1000 | ratio to efm |",
+        "|---|---|---|",
+    ]
+    times = summary["sampling_ms_per_1000"]
+    ref = times.get("efm")
+    for m, t in times.items():
+        ratio = f"{t / ref:.2f}" if ref else ""
+        parts.append(f"| {m} | {t:.1f} | {ratio} |")
+    parts += [
+        "",
+        "## Goals (β > 0): SW2 / SW2(fm, β=0 vs data) ≤ 1.5 and SW2 / SW2(qgpo) ≤ 1",
+        "",
+        "| data | method | β | ratio to fm | ok | ratio to qgpo | ok |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for g in summary["goals"]:
+        parts.append(
+            f"| {g['data']} | {g['method']} | {g['beta']:g} | {g.get('ratio_fm', float('nan')):.2f}"
+            f" | {'yes' if g.get('ok_fm') else 'no'} | {g.get('ratio_qgpo', float('nan')):.2f}"
+            f" | {'yes' if g.get('ok_qgpo') else 'no'} |"
+        )
+    return "\n".join(parts) + "\n"
