@@ -27,6 +27,10 @@ from ._data import app as data_app  # noqa: E402
 
 app.add_typer(data_app, name="data")
 
+from ._toy import app as toy_app  # noqa: E402
+
+app.add_typer(toy_app, name="toy")
+
 
 def main() -> None:
     app()
