@@ -149,9 +149,9 @@ def collect_part(
 
     Keeps the longest prefix (in seed order) of whole episodes that fits ``part.steps``.
     Episodes are launched in seed order while the launched ones are expected to leave room
-    (running episodes count as the larger of their length so far and the mean finished
-    length), and always while the finished ones provably leave room, so the result does not
-    depend on ``envs.n``.
+    (a running episode counts as the larger of its length so far and the mean finished
+    length, or the time limit before any has finished), and always while the finished ones
+    provably leave room, so the result does not depend on ``envs.n``.
     """
     policy = None if part.policy == "random" else _BatchPolicy(part.policy, envs.n)
     act_dim = int(envs.action_shape[0])
@@ -166,13 +166,13 @@ def collect_part(
     next_ep = 0
 
     def expected_total() -> float:
-        mean = float(np.mean(lengths)) if lengths else 0.5 * max_episode_steps
+        mean = float(np.mean(lengths)) if lengths else float(max_episode_steps)
         running = slot_t[slot_ep >= 0]
         return sum(lengths) + float(np.maximum(running + 1, mean).sum())
 
     def launch(slots: list[int], exact: bool) -> None:
         nonlocal next_ep
-        mean = float(np.mean(lengths)) if lengths else 0.5 * max_episode_steps
+        mean = float(np.mean(lengths)) if lengths else float(max_episode_steps)
         chosen: list[int] = []
         for i in slots:
             need = sum(lengths) + len(chosen) if exact else expected_total() + mean * len(chosen)
@@ -343,9 +343,38 @@ class _NoBar:
         return None
 
 
+class _LogProgress:
+    """Plain progress lines (every 5%) for logs, where a live bar would not render."""
+
+    def __init__(self) -> None:
+        self.total, self.shown, self.start, self.text = 1, -1, time.perf_counter(), ""
+
+    def __enter__(self) -> "_LogProgress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def add_task(self, text: str, total: int) -> int:
+        self.text, self.total = text, max(total, 1)
+        return 0
+
+    def update(self, task: int, completed: int) -> None:
+        del task
+        pct = int(20 * completed / self.total) * 5
+        if pct > self.shown:
+            self.shown = pct
+            rate = completed / max(time.perf_counter() - self.start, 1e-9)
+            print(f"{self.text}: {completed}/{self.total} ({pct}%), {rate:.0f} steps/s", flush=True)
+
+
 def _progress_bar(progress: bool) -> Any:
+    import sys
+
     if not progress:
         return _NoBar()
+    if not sys.stderr.isatty():
+        return _LogProgress()
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,

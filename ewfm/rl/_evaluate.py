@@ -97,7 +97,7 @@ def evaluate(
     """
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
-    key = jr.PRNGKey(seed) if key is None else key
+    rng: PRNGKeyArray = jr.PRNGKey(seed) if key is None else key
     uses_step = bool(getattr(policy, "uses_step", False))
     try:
         lo, hi = reference_scores(env_id)
@@ -111,7 +111,7 @@ def evaluate(
         obs = envs.reset(np.arange(episodes), seed + np.arange(episodes)).astype(np.float32)
         running = np.ones(episodes, bool)
         while running.any():
-            key, sub = jr.split(key)
+            rng, sub = jr.split(rng)
             step = jnp.asarray(lengths, jnp.float32) if uses_step else None
             act = np.asarray(_call(policy, jnp.asarray(obs), sub, step))
             if act.shape != (episodes, *act_shape):

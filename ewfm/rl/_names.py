@@ -5,6 +5,7 @@ recipes in ``policies/recipes.json``; its Minari id is ``ewfm/ENV/KIND-v0``. Any
 string containing ``/`` is taken as a Minari dataset id (``mujoco/hopper/medium-v0``).
 """
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -160,7 +161,9 @@ def reference_scores(name_or_id_or_env: str) -> tuple[float, float]:
     return float(recipes()[env]["ref_min"]), float(recipes()[env]["ref_max"])
 
 
-def normalized_score(name_or_id_or_env: str, returns: ArrayLike) -> Float[np.ndarray, "..."]:
+def normalized_score(
+    name_or_id_or_env: str, returns: ArrayLike | Sequence[float]
+) -> Float[np.ndarray, "..."]:
     """D4RL-normalised score ``100 * (R - ref_min) / (ref_max - ref_min)``, elementwise."""
     lo, hi = reference_scores(name_or_id_or_env)
     return 100.0 * (np.asarray(returns, dtype=np.float64) - lo) / (hi - lo)
