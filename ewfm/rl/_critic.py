@@ -90,12 +90,12 @@ def soft_target_optimizer(inner: optax.GradientTransformation, tau: float) -> An
     as in most implementations). Its gradients (zero: the loss stops them) are ignored.
     """
 
-    def init(params: Critic):
+    def init(params: Any) -> Any:
         return inner.init(params.q)
 
-    def update(grads: Critic, state, params: Critic):
-        uq, state = inner.update(grads.q, state, params.q)
+    def update(updates: Any, state: Any, params: Any = None) -> Any:
+        uq, state = inner.update(updates.q, state, params.q)
         ut = jax.tree_util.tree_map(lambda a, b: tau * (a - b), params.q, params.target)
-        return Critic(q=uq, target=ut), state
+        return Critic(q=uq, target=ut), state  # pyright: ignore[reportArgumentType]
 
     return optax.GradientTransformation(init, update)

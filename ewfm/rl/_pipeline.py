@@ -87,8 +87,17 @@ class _Keys:
     """Named, fixed PRNG streams of one seed (so a resumed run draws the same numbers)."""
 
     def __init__(self, seed: int):
-        names = ("subset", "behaviour", "critic_support", "critic", "cep", "qipo", "eval", "init")
-        self.k = dict(zip(names, jr.split(jr.key(seed), len(names)), strict=True))
+        names: tuple[str, ...] = (
+            "subset",
+            "behaviour",
+            "critic_support",
+            "critic",
+            "cep",
+            "qipo",
+            "eval",
+            "init",
+        )
+        self.k: dict[str, Any] = dict(zip(names, jr.split(jr.key(seed), len(names)), strict=True))
 
     def __getitem__(self, name: str):
         return self.k[name]
@@ -743,7 +752,7 @@ def evaluate_run(
         if not p.exists():
             raise ConfigError(f"no checkpoint {p}; see {run.ckpt} for the saved ones.")
         like = (
-            EnergyGuidedField(field_like, energy_like, make_path(cfg), cfg.guidance, "eps")
+            EnergyGuidedField(field_like, energy_like, make_path(cfg), cfg.guidance, "eps")  # pyright: ignore[reportArgumentType]
             if cfg.algo == "qgpo"
             else field_like
         )
