@@ -291,6 +291,16 @@ def test_ensure_then_overwrite(minari_dir):
     assert not [p for p in os.listdir(minari_dir) if p.startswith(".ewfm-")]
 
 
+def test_concurrent_build_is_refused(minari_dir):
+    lock = minari_dir / ".ewfm-lock-ewfm__walker2d__expert-v0"
+    lock.write_text(str(os.getpid()))  # a live process holds the lock
+    try:
+        with pytest.raises(_minari_io.BuildInProgressError, match=f"process {os.getpid()}"):
+            rl.build_dataset("walker2d-expert", steps=10, progress=False)
+    finally:
+        lock.unlink()
+
+
 def test_interrupted_write_leaves_nothing_minari_loads(minari_dir, monkeypatch):
     import minari
     from minari.dataset._storages.hdf5_storage import HDF5Storage

@@ -42,12 +42,13 @@ def build(
     """Build a D4RL-style dataset on Gymnasium MuJoCo v5 from the bundled policy pack."""
     rl = _rl()
     from ewfm.rl._build import build_dataset_report
+    from ewfm.rl._minari_io import BuildInProgressError
 
     try:
         report = build_dataset_report(
             name, steps=steps, overwrite=overwrite, seed=seed, n_envs=envs, workers=workers
         )
-    except (ValueError, FileExistsError) as e:
+    except (ValueError, FileExistsError, BuildInProgressError) as e:
         _fail(str(e))
         return
     norm = rl.normalized_score(name, report.returns)

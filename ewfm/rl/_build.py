@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._envs import LockstepEnvs
-from ._minari_io import exists_message, is_local, write_dataset_atomically
+from ._minari_io import build_lock, exists_message, is_local, write_dataset_atomically
 from ._names import dataset_id, parse_builtin, reference_scores
 from ._pack import PackPolicy, check_policy_name, pack_index, pack_policy, policy_forward, recipes
 
@@ -434,12 +434,27 @@ def build_dataset_report(
     workers: int | None = None,
 ) -> BuildReport:
     """`build_dataset`, returning the `BuildReport` (episodes, transitions, steps/s)."""
-    from ewfm import __version__
-
-    env, kind = parse_builtin(name)
+    parse_builtin(name)
     id_ = dataset_id(name)
     if is_local(id_) and not overwrite:
         raise FileExistsError(exists_message(id_))
+    with build_lock(id_):
+        return _build_locked(name, id_, steps, overwrite, seed, progress, n_envs, workers)
+
+
+def _build_locked(
+    name: str,
+    id_: str,
+    steps: int | None,
+    overwrite: bool,
+    seed: int | None,
+    progress: bool,
+    n_envs: int,
+    workers: int | None,
+) -> BuildReport:
+    from ewfm import __version__
+
+    env, kind = parse_builtin(name)
     episodes, report = collect(
         name, steps=steps, seed=seed, n_envs=n_envs, workers=workers, progress=progress
     )

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ._deps import minari
-from ._names import NAMESPACE, builtin_for_id, not_found_message
+from ._names import builtin_for_id, not_found_message
 from ._transitions import Transitions
 
 
@@ -51,6 +51,39 @@ def _minari_root(root: Path) -> Iterator[None]:
             os.environ["MINARI_DATASETS_PATH"] = old
 
 
+class BuildInProgressError(RuntimeError):
+    """Another process is building the same dataset right now."""
+
+
+@contextlib.contextmanager
+def build_lock(dataset_id_: str) -> Iterator[None]:
+    """Refuse a second concurrent build of one id (a lock file holding the builder's pid)."""
+    path = datasets_root() / (".ewfm-lock-" + dataset_id_.replace("/", "__"))
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(path.read_text().strip() or 0)
+                os.kill(pid, 0)
+            except (ValueError, ProcessLookupError, FileNotFoundError):
+                path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            except PermissionError:
+                pass
+            raise BuildInProgressError(
+                f"dataset {dataset_id_!r} is being built by process {pid}; wait for it to "
+                f"finish (or delete {path} if that process is gone)"
+            ) from None
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        break
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
 def exists_message(dataset_id_: str) -> str:
     name = builtin_for_id(dataset_id_) or dataset_id_
     return (
@@ -78,6 +111,7 @@ def write_dataset_atomically(
     """
     m = minari()
     from minari.data_collector import EpisodeBuffer
+    from minari.utils import parse_dataset_id
 
     root = datasets_root()
     final = root / dataset_id_
@@ -114,9 +148,11 @@ def write_dataset_atomically(
             )
             ds.storage.update_metadata(extra_metadata)
         final.parent.mkdir(parents=True, exist_ok=True)
-        ns_meta = root / NAMESPACE / "namespace_metadata.json"
-        if not ns_meta.exists():
-            shutil.copy(tmp / NAMESPACE / "namespace_metadata.json", ns_meta)
+        namespace = parse_dataset_id(dataset_id_)[0]
+        if namespace is not None:  # keep Minari's namespace record (its metadata file)
+            for src in (tmp / namespace).glob("*.json"):
+                if not (root / namespace / src.name).exists():
+                    shutil.copy(src, root / namespace / src.name)
         trash = None
         if final.exists():
             if not overwrite:
