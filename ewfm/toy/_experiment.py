@@ -235,6 +235,7 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes the file private; results are for reading
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -26,6 +26,7 @@ def _save(fig, path: str | os.PathLike, dpi: int) -> None:
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=dpi)
+        os.chmod(tmp, 0o644)  # mkstemp makes the file private; a figure is for reading
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

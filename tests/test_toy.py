@@ -1,0 +1,167 @@
+"""ewfm.toy: exact targets, the distance metric, guidance that measurably works, CLI errors."""
+
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+from ewfm_cli.main import app
+from typer.testing import CliRunner
+
+import ewfm
+import ewfm.toy as toy
+
+# One small configuration shared by the training tests (and the CLI run), so every compiled
+# epoch, sampler and likelihood is built once per test process.
+QUICK = toy.ToyConfig.quick(steps=300)
+
+
+def test_exact_reweighting_equals_closed_form(x64):
+    # Points k = 0..K-1 with energy E_k = k and uniform p: pi_k is a truncated geometric law.
+    K, beta = 12, 0.7
+    x = jnp.stack([jnp.arange(K, dtype=float), jnp.zeros(K)], axis=-1)
+    e = jnp.arange(K, dtype=float)
+    r = math.exp(-beta)
+    closed = np.array([(1 - r) * r**k / (1 - r**K) for k in range(K)])
+    np.testing.assert_allclose(toy.target_probabilities(e, beta), closed, rtol=1e-12)
+    mean_closed = r / (1 - r) - K * r**K / (1 - r**K)
+    np.testing.assert_allclose(toy.target_mean_energy(e, beta), mean_closed, rtol=1e-12)
+    np.testing.assert_allclose(toy.target_probabilities(e, 0.0), np.full(K, 1 / K), rtol=1e-12)
+    # Exact samples hit every point with its probability (each count within 5 sigma).
+    n = 40_000
+    s = toy.sample_target(x, e, beta, jr.key(0), n)
+    counts = np.bincount(np.asarray(s[:, 0]).astype(int), minlength=K)
+    sd = np.sqrt(n * closed * (1 - closed))
+    assert np.all(np.abs(counts - n * closed) < 5 * sd + 1)
+
+
+def test_sliced_wasserstein_closed_forms():
+    x = jr.normal(jr.key(0), (400, 2))
+    c = jnp.array([0.6, -0.8])
+    # A translation by c moves every 1D projection by <c, theta>: SW2 = |c| / sqrt(2).
+    np.testing.assert_allclose(toy.sliced_wasserstein(x, x + c), 1.0 / math.sqrt(2), rtol=1e-5)
+    # Sets of different sizes holding the same empirical law are at distance zero.
+    np.testing.assert_allclose(toy.sliced_wasserstein(x, jnp.concatenate([x, x])), 0.0, atol=1e-6)
+    # Random directions (any dimension) estimate the same quantity.
+    d = toy.sliced_wasserstein(x, x + c, n_projections=4000, key=jr.key(1))
+    assert abs(float(d) - 1.0 / math.sqrt(2)) < 0.03
+
+
+def test_datasets_and_energies_are_well_formed():
+    for name in toy.DATASETS:
+        x = toy.dataset(name, 500, jr.key(1))
+        e = toy.energy(name)(x)
+        assert x.shape == (500, 2) and e.shape == (500,)
+        assert bool(jnp.all(jnp.isfinite(x))) and bool(jnp.all(e >= 0))
+        np.testing.assert_array_equal(x, toy.dataset(name, 500, jr.key(1)))  # keyed
+
+
+def test_distance_at_floor_for_exact_sets_and_larger_for_unguided():
+    problem = toy.make_problem("moons", QUICK)
+    for beta in (0.0, 3.0):
+        a, b = toy.exact_sets(problem, beta, QUICK)
+        floor = float(toy.sliced_wasserstein(a, b))
+        assert floor < 0.15  # two exact sets of 500 points agree up to sampling noise
+        unguided = problem.x[: QUICK.n_eval]  # exact samples of p, i.e. a perfect beta=0 model
+        d = float(toy.sliced_wasserstein(unguided, a))
+        if beta == 0.0:
+            assert d < 2.5 * floor
+        else:
+            assert d > 5 * floor
+
+
+@pytest.fixture(scope="module")
+def trained_moons():
+    problem = toy.make_problem("moons", QUICK)
+    nets = {}
+
+    def get(kind, beta):
+        if (kind, beta) not in nets:
+            nets[(kind, beta)] = toy.train_network(
+                kind, problem.x, problem.energy, beta, QUICK, jr.key(7)
+            )
+        return nets[(kind, beta)]
+
+    return problem, get
+
+
+def test_quick_efm_beats_unguided_model(trained_moons):
+    problem, get = trained_moons
+    beta = 3.0
+    fm = toy.build_model("fm", beta, QUICK, get)
+    efm = toy.build_model("efm", beta, QUICK, get)
+    m_fm, _ = toy.evaluate(fm, problem, beta, QUICK, jr.key(3))
+    m_efm, _ = toy.evaluate(efm, problem, beta, QUICK, jr.key(3))
+    # Guidance does something, measured against the exact target: closer samples, mean
+    # energy near the exact one, and a higher likelihood of exact target samples.
+    assert m_efm["sw2"] < 0.5 * m_fm["sw2"]
+    exact = m_efm["exact_mean_energy"]
+    assert abs(m_efm["mean_energy"] - exact) < 0.5 * abs(m_fm["mean_energy"] - exact)
+    assert m_efm["nll"] < m_fm["nll"]
+
+
+def test_efm_beta_input_sweeps_guidance_with_one_network(trained_moons):
+    problem, get = trained_moons
+    energies = []
+    for beta in (0.0, 3.0):
+        model = toy.build_model("efm-beta", beta, QUICK, get)
+        x = toy.draw(model, jr.key(4), QUICK.n_eval)
+        energies.append(float(jnp.mean(toy.energy("moons")(x))))
+    exact = [float(toy.target_mean_energy(problem.energy, b)) for b in (0.0, 3.0)]
+    assert energies[1] < energies[0] - 0.5 * (exact[0] - exact[1])
+
+
+def test_guided_fields_take_a_traced_scale():
+    f = lambda x, t, c: x * (1.0 if c is None else 2.0) + t
+    x, t = jnp.ones(2), jnp.asarray(0.5)
+    g = jax.jit(lambda w: ewfm.CFGField(f, w)(x, t, jnp.ones(1)))
+    np.testing.assert_allclose(g(jnp.asarray(3.0)), ewfm.CFGField(f, 3.0)(x, t, jnp.ones(1)))
+
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["toy", "run", "--data", "nope", "--out", "X"], ", ".join(toy.DATASETS)),
+        (["toy", "run", "--data", "moons", "--method", "nope", "--out", "X"], "efm-beta"),
+        (["toy", "run", "--data", "moons", "--beta", "-1", "--out", "X"], "beta must be"),
+        (["toy", "sweep", "--out", "X", "--data", "moons,nope"], ", ".join(toy.DATASETS)),
+        (["toy", "sweep", "--out", "X", "--methods", "efm,qgp"], ", ".join(toy.METHODS)),
+        (["toy", "sweep", "--out", "X", "--betas", "0,-3"], "beta must be"),
+    ],
+)
+def test_cli_bad_input_is_one_line_error(args, needle, tmp_path):
+    args = [str(tmp_path / "out") if a == "X" else a for a in args]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    lines = [ln for ln in result.output.strip().splitlines() if ln]
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_library_refuses_bad_input():
+    with pytest.raises(ValueError, match="8gaussians, swissroll"):
+        toy.dataset("spiral", 10, jr.key(0))
+    with pytest.raises(ValueError, match="efm, ed, qgpo"):
+        toy.check_method("EFM")
+    with pytest.raises(ValueError, match=">= 0"):
+        toy.run_experiment("moons", "efm", -0.5, QUICK)
+
+
+def test_cli_run_writes_metrics_and_figure(tmp_path):
+    out = tmp_path / "run"
+    result = runner.invoke(
+        app, ["toy", "run", "--data", "moons", "--method", "efm", "--beta", "3", "--quick",
+              "--steps", "300", "--out", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["data"] == "moons" and metrics["method"] == "efm" and metrics["beta"] == 3.0
+    for k in ("sw2", "floor", "mean_energy", "exact_mean_energy", "nll", "ms_per_1000"):
+        assert math.isfinite(metrics[k])
+    assert (out / "samples.png").stat().st_size > 1000
