@@ -101,8 +101,7 @@ def main():
     rows = []
     for batch in (256, 2048):
         rate = train_rate(field, batch, args.repeats)
-        rows.append({"what": f"train step, batch {batch}", "steps_per_s": rate,
-                     "ms": 1e3 / rate})
+        rows.append({"what": f"train step, batch {batch}", "steps_per_s": rate, "ms": 1e3 / rate})
     sample_rows = {}
     for n in (1, 256):
         flops = field_flops(field, n)
@@ -110,18 +109,32 @@ def main():
             fn, nfe = sampler(field, energy_net, kind, n)
             sec = timeit(fn, args.repeats)
             limit = flops * int(nfe) / (gflops * 1e9)
-            row = {"what": f"sample {kind}, {n} states", "ms": 1e3 * sec, "nfe": int(nfe),
-                   "flop_limit_ms": 1e3 * limit, "x_flop_limit": sec / limit}
+            row = {
+                "what": f"sample {kind}, {n} states",
+                "ms": 1e3 * sec,
+                "nfe": int(nfe),
+                "flop_limit_ms": 1e3 * limit,
+                "x_flop_limit": sec / limit,
+            }
             sample_rows[(kind, n)] = row
             rows.append(row)
     for n in (1, 256):
         g, u = sample_rows[("cep-dpm2-15", n)], sample_rows[("dpm2-15", n)]
         rows.append({"what": f"guided / unguided DPM-15, {n} states", "ratio": g["ms"] / u["ms"]})
         h = sample_rows[("heun-5x2", n)]
-        rows.append({"what": f"CEP-guided DPM-15 / Heun 5 steps (10 NFE), {n} states", "ratio": g["ms"] / h["ms"]})
+        rows.append(
+            {
+                "what": f"CEP-guided DPM-15 / Heun 5 steps (10 NFE), {n} states",
+                "ratio": g["ms"] / h["ms"],
+            }
+        )
     result = {
-        "machine": {"platform": platform.platform(), "devices": [str(d) for d in jax.devices()],
-                    "jax": jax.__version__, "matmul_gflops": gflops},
+        "machine": {
+            "platform": platform.platform(),
+            "devices": [str(d) for d in jax.devices()],
+            "jax": jax.__version__,
+            "matmul_gflops": gflops,
+        },
         "field_params": n_params,
         "rows": rows,
     }
@@ -134,15 +147,23 @@ def main():
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"ewfm core benchmark ({n_params / 1e6:.2f}M-parameter field, "
-                  f"matmul {gflops:.0f} GFLOP/s)")
+    table = Table(
+        title=f"ewfm core benchmark ({n_params / 1e6:.2f}M-parameter field, "
+        f"matmul {gflops:.0f} GFLOP/s)"
+    )
     for col in ("what", "ms", "steps/s", "NFE", "FLOP limit ms", "× limit", "ratio"):
         table.add_column(col, justify="right" if col != "what" else "left")
     fmt = lambda r, k, f: f.format(r[k]) if k in r else ""
     for r in rows:
-        table.add_row(r["what"], fmt(r, "ms", "{:.2f}"), fmt(r, "steps_per_s", "{:.1f}"),
-                      fmt(r, "nfe", "{}"), fmt(r, "flop_limit_ms", "{:.2f}"),
-                      fmt(r, "x_flop_limit", "{:.1f}"), fmt(r, "ratio", "{:.2f}"))
+        table.add_row(
+            r["what"],
+            fmt(r, "ms", "{:.2f}"),
+            fmt(r, "steps_per_s", "{:.1f}"),
+            fmt(r, "nfe", "{}"),
+            fmt(r, "flop_limit_ms", "{:.2f}"),
+            fmt(r, "x_flop_limit", "{:.1f}"),
+            fmt(r, "ratio", "{:.2f}"),
+        )
     Console().print(table)
     print(f"wrote {out}")
 

@@ -12,6 +12,7 @@ if _os.environ.get("EWFM_TYPECHECK", "") not in ("", "0"):
 
     _hook("ewfm", "beartype.beartype")
 
+from ._likelihood import log_likelihood as log_likelihood
 from ._losses import (
     apply_field as apply_field,
     cep_loss as cep_loss,

@@ -9,7 +9,7 @@ averaged over the batch.
 """
 
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +27,7 @@ def apply_field(
     field: Field,
     x: Float[Array, "batch dim"],
     t: Float[Array, " batch"],
-    cond: Optional[Float[Array, "batch cond"]] = None,
+    cond: Float[Array, "batch cond"] | None = None,
 ) -> Float[Array, "batch dim"]:
     """Evaluate a one-sample field on a batch (``vmap`` over the leading axis)."""
     if cond is None:
@@ -51,9 +51,9 @@ def _weighted_regression(
     field: Field,
     path: AbstractPath,
     x0: Array,
-    weights: Optional[Array],
+    weights: Array | None,
     key: PRNGKeyArray,
-    cond: Optional[Array],
+    cond: Array | None,
     target: str,
 ) -> Array:
     _check_batch(x0)
@@ -72,7 +72,7 @@ def cfm_loss(
     x0: Float[Array, "batch dim"],
     key: PRNGKeyArray,
     *,
-    cond: Optional[Float[Array, "batch cond"]] = None,
+    cond: Float[Array, "batch cond"] | None = None,
 ) -> Float[Array, ""]:
     """Conditional flow matching: ``E ||v(x_t, t) - u_t(x_t | x0)||^2``."""
     return _weighted_regression(field, path, x0, None, key, cond, "velocity")
@@ -86,7 +86,7 @@ def efm_loss(
     beta: Float[ArrayLike, ""],
     key: PRNGKeyArray,
     *,
-    cond: Optional[Float[Array, "batch cond"]] = None,
+    cond: Float[Array, "batch cond"] | None = None,
 ) -> Float[Array, ""]:
     """Energy-weighted flow matching ``L_CEFM`` (eq. 4.3).
 
@@ -105,7 +105,7 @@ def denoising_loss(
     x0: Float[Array, "batch dim"],
     key: PRNGKeyArray,
     *,
-    cond: Optional[Float[Array, "batch cond"]] = None,
+    cond: Float[Array, "batch cond"] | None = None,
 ) -> Float[Array, ""]:
     """Denoising score matching in noise-prediction form: ``E ||eps(x_t, t) - eps||^2``.
 
@@ -122,7 +122,7 @@ def ed_loss(
     beta: Float[ArrayLike, ""],
     key: PRNGKeyArray,
     *,
-    cond: Optional[Float[Array, "batch cond"]] = None,
+    cond: Float[Array, "batch cond"] | None = None,
 ) -> Float[Array, ""]:
     """Energy-weighted diffusion ``L_CED`` (Corollary 4.8, Algorithm 1), noise-prediction form.
 
@@ -179,7 +179,7 @@ def cep_loss(
     beta: Float[ArrayLike, ""],
     key: PRNGKeyArray,
     *,
-    cond: Optional[Float[Array, "batch cond"]] = None,
+    cond: Float[Array, "batch cond"] | None = None,
 ) -> Float[Array, ""]:
     """Contrastive energy prediction (QGPO, Lu et al. 2023).
 
@@ -206,4 +206,3 @@ def cep_loss(
     else:
         f = jax.vmap(row)(x_t, tt, cond)
     return -jnp.mean(jnp.sum(target * jax.nn.log_softmax(f, axis=1), axis=1))
-

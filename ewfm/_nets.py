@@ -6,7 +6,6 @@ batches; the losses and the sampler do.
 """
 
 from collections.abc import Callable
-from typing import Optional
 
 import equinox as eqx
 import jax
@@ -57,7 +56,7 @@ class MLPField(eqx.Module):
 
     mlp: eqx.nn.MLP
     t_embed: FourierTimeEmbedding
-    beta_embed: Optional[FourierTimeEmbedding]
+    beta_embed: FourierTimeEmbedding | None
     cond_dim: int = eqx.field(static=True)
 
     def __init__(
@@ -85,9 +84,9 @@ class MLPField(eqx.Module):
         self,
         x: Float[Array, " dim"],
         t: Float[ArrayLike, ""],
-        cond: Optional[Float[Array, " cond"]] = None,
+        cond: Float[Array, " cond"] | None = None,
         *,
-        beta: Optional[Float[ArrayLike, ""]] = None,
+        beta: Float[ArrayLike, ""] | None = None,
     ) -> Float[Array, " dim"]:
         b = None
         if self.beta_embed is not None:
@@ -102,7 +101,7 @@ class _ResBlock(eqx.Module):
     lin2: eqx.nn.Linear
     emb: eqx.nn.Linear
     norm: eqx.nn.LayerNorm
-    skip: Optional[eqx.nn.Linear]
+    skip: eqx.nn.Linear | None
 
     def __init__(self, n_in: int, n_out: int, n_emb: int, *, key: PRNGKeyArray):
         k = jr.split(key, 4)
@@ -126,8 +125,8 @@ class ResidualMLPField(eqx.Module):
     """
 
     t_embed: FourierTimeEmbedding
-    beta_embed: Optional[FourierTimeEmbedding]
-    cond_in: Optional[eqx.nn.Linear]
+    beta_embed: FourierTimeEmbedding | None
+    cond_in: eqx.nn.Linear | None
     emb_mlp: eqx.nn.MLP
     down: tuple[_ResBlock, ...]
     middle: _ResBlock
@@ -176,9 +175,9 @@ class ResidualMLPField(eqx.Module):
         self,
         x: Float[Array, " dim"],
         t: Float[ArrayLike, ""],
-        cond: Optional[Float[Array, " cond"]] = None,
+        cond: Float[Array, " cond"] | None = None,
         *,
-        beta: Optional[Float[ArrayLike, ""]] = None,
+        beta: Float[ArrayLike, ""] | None = None,
     ) -> Float[Array, " dim"]:
         parts = [self.t_embed(t)]
         if self.cond_in is not None:
@@ -195,7 +194,7 @@ class ResidualMLPField(eqx.Module):
             h = block(h, e)
             skips.append(h)
         h = self.middle(h, e)
-        for block, s in zip(self.up, reversed(skips[1:])):
+        for block, s in zip(self.up, reversed(skips[1:]), strict=True):
             h = block(jnp.concatenate([h, s]), e)
         return self.last(jnp.concatenate([h, skips[0]]))
 
@@ -260,6 +259,6 @@ class EnergyNet(eqx.Module):
         self,
         x: Float[Array, " dim"],
         t: Float[ArrayLike, ""],
-        cond: Optional[Float[Array, " cond"]] = None,
+        cond: Float[Array, " cond"] | None = None,
     ) -> Float[Array, ""]:
         return self.mlp(_inputs(x, self.t_embed(t), cond, self.cond_dim, None))

@@ -138,7 +138,8 @@ class OTPath(AbstractPath):
         return (1.0 - self.sigma_min) * jnp.ones_like(jnp.asarray(t, dtype=float))
 
     def t_of_log_snr(self, lam: Float[ArrayLike, "*t"]) -> Float[Array, "*t"]:
-        # (1 - t) / (s_min + (1 - s_min) t) = e^lam  =>  t = (1 - s_min e^lam) / (1 + (1 - s_min) e^lam)
+        # (1 - t) / (s_min + (1 - s_min) t) = e^lam
+        #   =>  t = (1 - s_min e^lam) / (1 + (1 - s_min) e^lam)
         e = jnp.exp(jnp.asarray(lam))
         return (1.0 - self.sigma_min * e) / (1.0 + (1.0 - self.sigma_min) * e)
 

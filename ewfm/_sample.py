@@ -8,7 +8,7 @@ them too.
 """
 
 from collections.abc import Callable
-from typing import Any, ClassVar, Literal, Optional
+from typing import Any, ClassVar, Literal
 
 import diffrax
 import equinox as eqx
@@ -108,8 +108,8 @@ def _grid(
 def integrate(
     field: Field,
     path: AbstractPath,
-    x1: Float[Array, "batch *event"],
-    cond: Optional[Float[Array, "batch cond"]] = None,
+    x1: Float[Array, "batch ..."],
+    cond: Float[Array, "batch cond"] | None = None,
     *,
     solver: Solver = "tsit5",
     steps: int = 10,
@@ -117,8 +117,8 @@ def integrate(
     rtol: float = 1e-5,
     atol: float = 1e-5,
     t_start: float = 1.0,
-    t_end: Optional[float] = None,
-    grid: Optional[Literal["time", "logsnr"]] = None,
+    t_end: float | None = None,
+    grid: Literal["time", "logsnr"] | None = None,
     max_steps: int = 4096,
 ) -> SampleResult:
     """Integrate the probability-flow ODE from ``x1`` at ``t_start`` down to ``t_end``.
@@ -139,9 +139,12 @@ def integrate(
     if not t_end < t_start:
         raise ValueError(f"need t_end < t_start, got t_end={t_end}, t_start={t_start}.")
     grid = grid or ("logsnr" if solver == "dpm2" else "time")
-    if (solver == "dpm2" or grid == "logsnr") and not float(path.alpha(t_start)) > 0:
+    with jax.ensure_compile_time_eval():  # concrete even when called under jit
+        alpha_start = float(path.alpha(t_start))
+    if (solver == "dpm2" or grid == "logsnr") and not alpha_start > 0:
         raise ValueError(
-            f"dpm2 / log-SNR grids need alpha(t_start) > 0; pass t_start < 1 for {type(path).__name__}."
+            "dpm2 / log-SNR grids need alpha(t_start) > 0; "
+            f"pass t_start < 1 for {type(path).__name__}."
         )
 
     def field_out(s, x):
@@ -199,7 +202,7 @@ def sample(
     path: AbstractPath,
     key: PRNGKeyArray,
     shape: tuple[int, ...],
-    cond: Optional[Float[Array, "batch cond"]] = None,
+    cond: Float[Array, "batch cond"] | None = None,
     **kwargs: Any,
 ) -> SampleResult:
     """Draw ``x1 ~ N(0, I)`` of ``shape`` (batch first) and integrate it to data.
@@ -216,15 +219,16 @@ class CFGField(eqx.Module):
     """Classifier-free guidance: ``(1 - w) f(x, t, null) + w f(x, t, cond)``.
 
     Works for velocity, noise and score fields alike (each is affine in the score).
-    ``null_cond`` is what the field was trained to read as "no condition".
+    ``null_cond`` is what the field was trained to read as "no condition". ``scale`` may be a
+    JAX scalar: it is then traced, so a new scale does not recompile a jitted sampler.
     """
 
     field: Field
-    scale: float
-    null_cond: Optional[Array] = None
+    scale: Float[ArrayLike, ""]
+    null_cond: Array | None = None
 
     def __call__(
-        self, x: Float[Array, " dim"], t: Float[ArrayLike, ""], cond: Optional[Array] = None
+        self, x: Float[Array, " dim"], t: Float[ArrayLike, ""], cond: Array | None = None
     ) -> Float[Array, " dim"]:
         c = self.field(x, t, cond)
         u = self.field(x, t, self.null_cond)
@@ -236,17 +240,18 @@ class EnergyGuidedField(eqx.Module):
 
     ``energy_net`` is ``f ≈ -E_t`` (a log-classifier for classifier guidance); the gradient
     costs one backward pass per evaluation -- the overhead that EFM removes. The result is
-    returned in the wrapped field's own parametrisation ``prediction``.
+    returned in the wrapped field's own parametrisation ``prediction``. ``scale`` may be a JAX
+    scalar (traced, no recompile per scale).
     """
 
     field: Field
     energy_net: Callable[..., Any]
     path: AbstractPath
-    scale: float
+    scale: Float[ArrayLike, ""]
     prediction: str = eqx.field(static=True, default="velocity")
 
     def __call__(
-        self, x: Float[Array, " dim"], t: Float[ArrayLike, ""], cond: Optional[Array] = None
+        self, x: Float[Array, " dim"], t: Float[ArrayLike, ""], cond: Array | None = None
     ) -> Float[Array, " dim"]:
         out = self.field(x, t, cond)
         g = self.scale * jax.grad(lambda y: self.energy_net(y, t, cond))(x)

@@ -12,7 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -34,7 +34,7 @@ class TrainState(eqx.Module):
 
 
 class FitResult(eqx.Module):
-    """What `fit` returns: the final state (``state.model``, ``state.ema``) and per-epoch metrics."""
+    """What `fit` returns: the final state (``state.model``, ``state.ema``) and metrics."""
 
     state: TrainState
     history: list[dict[str, float]] = eqx.field(static=True)
@@ -46,7 +46,7 @@ def init_state(model: PyTree, optimizer: optax.GradientTransformation) -> TrainS
     return TrainState(model, model, optimizer.init(params), jnp.zeros((), jnp.int32))
 
 
-def _data_sharding(batch_size: int) -> Optional[jax.sharding.NamedSharding]:
+def _data_sharding(batch_size: int) -> jax.sharding.NamedSharding | None:
     devices = jax.devices()
     if len(devices) < 2:
         return None
@@ -64,7 +64,7 @@ def make_epoch(
     optimizer: optax.GradientTransformation,
     *,
     batch_size: int,
-    steps: Optional[int] = None,
+    steps: int | None = None,
     ema_decay: float = 0.999,
 ) -> Callable[[TrainState, PyTree, PRNGKeyArray], tuple[TrainState, Float[Array, " steps"]]]:
     """Build ``epoch(state, data, key) -> (state, losses)``: one jitted ``lax.scan`` of steps.
@@ -83,8 +83,9 @@ def make_epoch(
         params = eqx.filter(state.model, eqx.is_inexact_array)
         updates, opt_state = optimizer.update(grads, state.opt_state, params)
         model = eqx.apply_updates(state.model, updates)
-        new_p, ema_p = eqx.filter(model, eqx.is_inexact_array), eqx.filter(
-            state.ema, eqx.is_inexact_array
+        new_p, ema_p = (
+            eqx.filter(model, eqx.is_inexact_array),
+            eqx.filter(state.ema, eqx.is_inexact_array),
         )
         ema_p = optax.incremental_update(new_p, ema_p, 1.0 - ema_decay)
         ema = eqx.combine(ema_p, eqx.filter(state.ema, eqx.is_inexact_array, inverse=True))
@@ -125,13 +126,13 @@ def fit(
     data: PyTree,
     *,
     key: PRNGKeyArray,
-    optimizer: Optional[optax.GradientTransformation] = None,
+    optimizer: optax.GradientTransformation | None = None,
     epochs: int = 10,
     batch_size: int = 256,
-    steps_per_epoch: Optional[int] = None,
+    steps_per_epoch: int | None = None,
     ema_decay: float = 0.999,
-    state: Optional[TrainState] = None,
-    callback: Optional[Callable[[int, TrainState, dict[str, float]], None]] = None,
+    state: TrainState | None = None,
+    callback: Callable[[int, TrainState, dict[str, float]], None] | None = None,
     progress: bool = False,
     description: str = "training",
 ) -> FitResult:
@@ -145,7 +146,7 @@ def fit(
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}.")
     optimizer = optax.adam(3e-4) if optimizer is None else optimizer
-    state = init_state(model, optimizer) if state is None else state
+    train_state: TrainState = init_state(model, optimizer) if state is None else state
     epoch_fn = make_epoch(
         loss_fn, optimizer, batch_size=batch_size, steps=steps_per_epoch, ema_decay=ema_decay
     )
@@ -153,12 +154,12 @@ def fit(
     if sharding is not None:
         replicated = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
         put = lambda x: jax.device_put(x, replicated) if eqx.is_array(x) else x
-        data, state = jax.tree_util.tree_map(put, (data, state))
+        data, train_state = jax.tree_util.tree_map(put, (data, train_state))
     history: list[dict[str, float]] = []
     bar = _progress(progress, description, epochs)
     for e in range(epochs):
         t0 = time.perf_counter()
-        state, losses = epoch_fn(state, data, jr.fold_in(key, e))
+        train_state, losses = epoch_fn(train_state, data, jr.fold_in(key, e))
         loss = float(jnp.mean(losses))
         metrics = {
             "epoch": float(e + 1),
@@ -173,10 +174,10 @@ def fit(
             )
         history.append(metrics)
         if callback is not None:
-            callback(e + 1, state, metrics)
+            callback(e + 1, train_state, metrics)
         bar.advance(loss)
     bar.close()
-    return FitResult(state=state, history=history)
+    return FitResult(state=train_state, history=history)
 
 
 class _progress:
@@ -212,7 +213,7 @@ class _progress:
             self.bar.stop()
 
 
-def save_checkpoint(path: str | os.PathLike, tree: PyTree, metadata: Optional[dict] = None) -> None:
+def save_checkpoint(path: str | os.PathLike, tree: PyTree, metadata: dict | None = None) -> None:
     """Write ``tree`` (and JSON ``metadata``) to ``path`` atomically: temp file, then rename.
 
     An interrupted save never leaves a half-written checkpoint at ``path``.

@@ -4,8 +4,8 @@ import os
 
 os.environ.setdefault("EWFM_TYPECHECK", "1")
 
-import jax  # noqa: E402
-import pytest  # noqa: E402
+import jax
+import pytest
 
 
 @pytest.fixture

@@ -39,7 +39,8 @@ def test_efm_weights_the_conditional_target():
 
 
 def test_ed_loss_and_denoising_target():
-    # OT path, field f(x, t) = x: eps-loss E||x_t - eps||^2 = E(1-t)^2 (||x0||^2 + d) = (||x0||^2 + d)/3
+    # OT path, field f(x, t) = x: eps-loss E||x_t - eps||^2 = E(1-t)^2 (||x0||^2 + d)
+    # = (||x0||^2 + d) / 3
     with jax.enable_x64(True):
         n, beta = 100_000, np.log(3.0)
         pts, x0, energy = two_point_data(n)
@@ -57,7 +58,9 @@ def test_beta_zero_equals_unweighted(path):
     energy = jr.normal(jr.PRNGKey(1), (64,)) * 10
     field = ewfm.MLPField(3, width=32, depth=2, key=jr.PRNGKey(2))
     k = jr.PRNGKey(3)
-    assert jnp.allclose(ewfm.efm_loss(field, path, x0, energy, 0.0, k), ewfm.cfm_loss(field, path, x0, k))
+    assert jnp.allclose(
+        ewfm.efm_loss(field, path, x0, energy, 0.0, k), ewfm.cfm_loss(field, path, x0, k)
+    )
     assert jnp.allclose(
         ewfm.ed_loss(field, path, x0, energy, 0.0, k), ewfm.denoising_loss(field, path, x0, k)
     )
@@ -141,11 +144,13 @@ def test_shape_mistakes_name_the_dimension():
     with pytest.raises(Exception, match="energy"):
         ewfm.efm_loss(field, ewfm.OTPath(), jnp.ones((4, 2)), jnp.ones(5), 1.0, KEY)
     with pytest.raises(Exception, match="q"):
-        ewfm.qfm_loss(field, ewfm.OTPath(), jnp.ones((4, 3, 2)), jnp.ones((4, 2)), 1.0, KEY,
-                      jnp.ones((4, 5)))
+        ewfm.qfm_loss(
+            field, ewfm.OTPath(), jnp.ones((4, 3, 2)), jnp.ones((4, 2)), 1.0, KEY, jnp.ones((4, 5))
+        )
     with pytest.raises(Exception, match="states"):
-        ewfm.qfm_loss(field, ewfm.OTPath(), jnp.ones((4, 3, 2)), jnp.ones((4, 3)), 1.0, KEY,
-                      jnp.ones((3, 5)))
+        ewfm.qfm_loss(
+            field, ewfm.OTPath(), jnp.ones((4, 3, 2)), jnp.ones((4, 3)), 1.0, KEY, jnp.ones((3, 5))
+        )
 
 
 def test_bad_inputs():

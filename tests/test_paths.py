@@ -2,9 +2,9 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import pytest
+from helpers import gaussian_fields
 
 import ewfm
-from helpers import gaussian_fields
 
 PATHS = [ewfm.OTPath(), ewfm.OTPath(sigma_min=0.01), ewfm.VPPath(), ewfm.VPPath(b0=0.2, b1=10.0)]
 TS = jnp.linspace(0.02, 0.98, 25)

@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+from helpers import gaussian_fields
 
 import ewfm
-from helpers import gaussian_fields
 
 M, S = jnp.array([1.0, -2.0]), jnp.array([0.5, 1.5])
 
@@ -88,10 +88,11 @@ def test_dpm_solver_2_on_vp_with_noise_prediction():
 @pytest.mark.parametrize("prediction", ["velocity", "eps", "score"])
 def test_prediction_types_are_equivalent(prediction):
     path = ewfm.VPPath()
-    fields = dict(zip(["velocity", "score", "eps"], gaussian_fields(path, M, S)[:3]))
+    fields = dict(zip(["velocity", "score", "eps"], gaussian_fields(path, M, S)[:3], strict=True))
     ref = ewfm.integrate(fields["velocity"], path, x1(8), solver="heun", steps=20)
-    got = ewfm.integrate(fields[prediction], path, x1(8), solver="heun", steps=20,
-                         prediction=prediction)
+    got = ewfm.integrate(
+        fields[prediction], path, x1(8), solver="heun", steps=20, prediction=prediction
+    )
     assert jnp.allclose(got.x, ref.x, atol=1e-10)
 
 
@@ -107,8 +108,9 @@ def test_nfe_counts_match_actual_evaluations():
     for solver, steps in [("tsit5", 10), ("heun", 7), ("euler", 5), ("dpm2", 6)]:
         calls.clear()
         kw = {"t_start": 0.999} if solver == "dpm2" else {}
-        res = ewfm.integrate(counted, path, x1(1), solver=solver, steps=steps, rtol=1e-6,
-                             atol=1e-6, **kw)
+        res = ewfm.integrate(
+            counted, path, x1(1), solver=solver, steps=steps, rtol=1e-6, atol=1e-6, **kw
+        )
         jax.effects_barrier()
         assert int(res.nfe) == len(calls), (solver, int(res.nfe), len(calls))
 
@@ -145,15 +147,24 @@ def test_energy_guidance_samples_a_linearly_tilted_gaussian():
     # grad(-E_t) = -beta g alpha S^2 / sd_t^2 is exact and gradient guidance is exact.
     path = ewfm.OTPath()
     g, beta = jnp.array([1.0, -0.5]), 0.8
-    _, score, _, push = gaussian_fields(path, M, S)
+    score = gaussian_fields(path, M, S)[1]
 
     def neg_energy_t(x, t, c):
         sd2 = path.alpha(t) ** 2 * S**2 + path.sigma(t) ** 2
         return -beta * jnp.sum(g * path.alpha(t) * S**2 / sd2 * x)
 
     guided = ewfm.EnergyGuidedField(score, neg_energy_t, path, 1.0, "score")
-    res = ewfm.integrate(guided, path, x1(), prediction="score", solver="tsit5",
-                         t_start=0.999, t_end=1e-4, rtol=1e-8, atol=1e-8)
+    res = ewfm.integrate(
+        guided,
+        path,
+        x1(),
+        prediction="score",
+        solver="tsit5",
+        t_start=0.999,
+        t_end=1e-4,
+        rtol=1e-8,
+        atol=1e-8,
+    )
     shifted = gaussian_fields(path, M - beta * S**2 * g, S)[3]
     assert float(jnp.max(jnp.abs(res.x - shifted(x1(), 0.999, 1e-4)))) < 1e-4
 
