@@ -111,14 +111,14 @@ def info(
     )
     table.add_row("observation / action dim", f"{info_.observation_dim} / {info_.action_dim}")
     table.add_row(
-        "return mean ± std [min, max]",
+        "return mean ± std (min, max)",
         f"{fmt(info_.return_mean)} ± {fmt(info_.return_std)} "
-        f"[{fmt(info_.return_min)}, {fmt(info_.return_max)}]",
+        f"({fmt(info_.return_min)}, {fmt(info_.return_max)})",
     )
     table.add_row(
-        "normalised mean ± std [min, max]",
+        "normalised mean ± std (min, max)",
         f"{fmt(info_.normalized_mean)} ± {fmt(info_.normalized_std)} "
-        f"[{fmt(info_.normalized_min)}, {fmt(info_.normalized_max)}]",
+        f"({fmt(info_.normalized_min)}, {fmt(info_.normalized_max)})",
     )
     for p in info_.recipe.get("parts", []):
         table.add_row(

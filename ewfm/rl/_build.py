@@ -13,14 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import equinox as eqx
-import jax.numpy as jnp
 import numpy as np
 
 from ._envs import LockstepEnvs
 from ._minari_io import build_lock, exists_message, is_local, write_dataset_atomically
 from ._names import dataset_id, parse_builtin, reference_scores
-from ._pack import PackPolicy, check_policy_name, pack_index, pack_policy, policy_forward, recipes
+from ._pack import NumpyPackPolicy, check_policy_name, pack_index, recipes
 
 NOISE_STREAM = 0x5EED  # second word of an episode's noise seed: independent of the env's
 DEFAULT_ENVS = 32
@@ -89,38 +87,23 @@ def plan(name: str, *, steps: int | None = None, seed: int | None = None) -> lis
 
 
 class _BatchPolicy:
-    """A pack policy on a fixed batch of ``n`` rows (jitted once; idle rows are padding).
+    """A pack policy's numpy forward pass (the README's, float64 normalisation) on a batch.
 
     The builder draws the Gaussian noise itself, per episode, so the data do not depend on
-    how episodes are spread over environments.
+    how episodes are spread over environments. BLAS runs single-threaded (see `collect`):
+    for batches this small, threads only add latency, badly so on a busy machine.
     """
 
-    def __init__(self, name: str, n: int):
-        self.policy = pack_policy(name, stochastic=False)
-        self.n = n
+    def __init__(self, name: str):
+        self.policy = NumpyPackPolicy(name)
 
-    def __call__(
-        self, idx: np.ndarray, obs: np.ndarray, step: np.ndarray, eps: np.ndarray | None
-    ) -> np.ndarray:
-        o = np.zeros((self.n, obs.shape[1]), np.float32)
-        t = np.zeros((self.n,), np.float32)
-        e = np.zeros((self.n, self.policy.action_dim), np.float32)
-        o[idx], t[idx] = obs, step
-        if eps is not None:
-            e[idx] = eps
-        out = _forward_with_noise(self.policy, o, t, e, eps is not None)
-        return np.asarray(out)[idx]
-
-
-@eqx.filter_jit
-def _forward_with_noise(policy: PackPolicy, obs: Any, step: Any, eps: Any, noisy: bool) -> Any:
-    return policy_forward(jnp, policy.spec, policy.params, obs, step, eps if noisy else None)
+    def __call__(self, obs: np.ndarray, step: np.ndarray, eps: np.ndarray | None) -> np.ndarray:
+        return self.policy(obs, step.astype(np.float64), eps)
 
 
 def _actions(
     part: Part,
     policy: _BatchPolicy | None,
-    idx: np.ndarray,
     obs: np.ndarray,
     step: np.ndarray,
     rngs: list[np.random.Generator],
@@ -131,7 +114,7 @@ def _actions(
         a = np.stack([r.uniform(-1.0, 1.0, act_dim) for r in rngs]).astype(np.float32)
     else:
         eps = np.stack([r.standard_normal(act_dim) for r in rngs]) if part.stochastic else None
-        a = policy(idx, obs, step, eps)
+        a = policy(obs, step, eps)
     if part.noise > 0:
         extra = np.stack([r.standard_normal(act_dim) for r in rngs])
         a = np.clip(a + part.noise * extra, -1.0, 1.0)
@@ -153,7 +136,7 @@ def collect_part(
     length, or the time limit before any has finished), and always while the finished ones
     provably leave room, so the result does not depend on ``envs.n``.
     """
-    policy = None if part.policy == "random" else _BatchPolicy(part.policy, envs.n)
+    policy = None if part.policy == "random" else _BatchPolicy(part.policy)
     act_dim = int(envs.action_shape[0])
     n = envs.n
     slot_ep = np.full(n, -1)
@@ -199,7 +182,7 @@ def collect_part(
                 break
         idx = np.flatnonzero(slot_ep >= 0)
         live = [rngs[i] for i in idx]
-        act = _actions(part, policy, idx, cur_obs[idx], slot_t[idx], live, act_dim)
+        act = _actions(part, policy, cur_obs[idx], slot_t[idx], live, act_dim)
         nobs, rew, term, trunc = envs.step(idx, act)
         ended = []
         for j, i in enumerate(idx):
@@ -280,7 +263,11 @@ def collect(
     parts_meta: list[dict[str, Any]] = []
     simulated = 0
     start = time.perf_counter()
-    with _progress_bar(progress) as pb, LockstepEnvs(env_id, n_envs, workers=workers) as envs:
+    with (
+        _progress_bar(progress) as pb,
+        _single_threaded_blas(),
+        LockstepEnvs(env_id, n_envs, workers=workers) as envs,
+    ):
         task = pb.add_task(f"building {name}", total=total) if pb is not None else None
 
         base = 0
@@ -333,6 +320,16 @@ def collect(
         returns=np.array([float(e["rewards"].sum()) for e in episodes]),
     )
     return episodes, report
+
+
+def _single_threaded_blas() -> Any:
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - only slower
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(1)
 
 
 class _NoBar:
