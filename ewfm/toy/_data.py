@@ -9,7 +9,6 @@ energy is a plain vectorised function of ``x``). `ENERGIES` describes each in wo
 
 from collections.abc import Callable
 
-import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
@@ -126,25 +125,16 @@ def dataset(name: str, n: int, key: PRNGKeyArray) -> Float[Array, "n 2"]:
     check_dataset(name)
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}.")
-    return _draw(name, n, key)
-
-
-@eqx.filter_jit
-def _draw(name: str, n: int, key: PRNGKeyArray) -> Array:
     return _SAMPLERS[name](key, n)
-
-
-@eqx.filter_jit
-def _energy(name: str, x: Array) -> Array:
-    return _ENERGY_FNS[name](x)
 
 
 def energy(name: str) -> Callable[[Float[Array, "n 2"]], Float[Array, " n"]]:
     """The energy of data set ``name`` as a vectorised function ``E(x [n, 2]) -> [n]``."""
     check_dataset(name)
+    fn = _ENERGY_FNS[name]
 
     def energy_fn(x: Float[Array, "n 2"]) -> Float[Array, " n"]:
-        return _energy(name, x)
+        return fn(x)
 
     energy_fn.__doc__ = f"Energy of {name}: {ENERGIES[name]}."
     return energy_fn

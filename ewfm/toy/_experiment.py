@@ -146,6 +146,9 @@ class _Bars:
     def run_done(self, label: str) -> None:
         if self.p is not None:
             self.p.update(self.runs, advance=1, description=f"runs (last: {label})")
+            if not self.p.console.is_terminal:  # a log file: one line per finished run
+                task = self.p.tasks[self.runs]
+                self.p.console.print(f"{task.completed:.0f}/{task.total:.0f} {label}")
 
     def close(self) -> None:
         if self.p is not None:
