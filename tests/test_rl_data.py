@@ -257,6 +257,15 @@ def test_medium_replay_mixture_and_determinism():
             np.testing.assert_array_equal(x[k], y[k])
 
 
+def test_worker_processes_give_the_same_data():
+    a, _ = _build.collect("hopper-medium", steps=600, n_envs=4, workers=2, progress=False)
+    b, _ = _build.collect("hopper-medium", steps=600, n_envs=4, workers=1, progress=False)
+    assert len(a) == len(b) > 0
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x["observations"], y["observations"])
+        np.testing.assert_array_equal(x["actions"], y["actions"])
+
+
 def test_medium_expert_is_the_union_of_its_parts(minari_dir):
     both = rl.build_dataset("hopper-medium-expert", steps=2000, progress=False)
     expert = rl.build_dataset("hopper-expert", steps=1000, progress=False)

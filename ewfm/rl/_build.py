@@ -498,8 +498,9 @@ def _build_locked(
 def ensure_dataset(name_or_id: str, *, steps: int | None = None, progress: bool = True) -> str:
     """The Minari id of a dataset, building a built-in recipe first if it is not local.
 
-    Other Minari ids must already be local (or downloaded): a missing one is refused with
-    how to get it.
+    An existing dataset is returned as it is (whatever ``steps`` it was built with). Other
+    Minari ids must already be local (or downloaded): a missing one is refused with how to
+    get it. A build of the same id running in another process is refused, not repeated.
     """
     from ._minari_io import load_minari
     from ._names import builtin_for_id

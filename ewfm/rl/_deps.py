@@ -1,7 +1,6 @@
 """Lazy imports of the optional ``[rl]`` extra (gymnasium + MuJoCo, Minari), one-line errors."""
 
 import functools
-import warnings
 from types import ModuleType
 
 INSTALL_HINT = "pip install 'ewfm[rl]'"
@@ -20,20 +19,14 @@ def _import(name: str) -> ModuleType:
         ) from None
 
 
-def _mujoco_warning(message: str) -> None:
-    # MuJoCo >= 4 warns (to stderr and ./MUJOCO_LOG.TXT) about the deprecated
-    # 'settotalmass' attribute of Gymnasium's HalfCheetah XML at every model load.
-    # It is harmless there; anything else is forwarded as a Python warning.
-    if "settotalmass" not in message:
-        warnings.warn(f"MuJoCo: {message.strip()}", RuntimeWarning, stacklevel=2)
-
-
 @functools.cache
 def gymnasium() -> ModuleType:
     """``gymnasium`` with its MuJoCo environments importable."""
     gym = _import("gymnasium")
     mujoco = _import("mujoco")
-    mujoco.set_mju_user_warning(_mujoco_warning)
+    from ._env_worker import mujoco_warning
+
+    mujoco.set_mju_user_warning(mujoco_warning)
     return gym
 
 

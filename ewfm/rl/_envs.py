@@ -7,59 +7,61 @@ ones wait, so a batch of episodes of different lengths wastes no simulation). Wi
 by its own process (the physics is the cost; the batched policy call is cheap).
 """
 
-import contextlib
-import multiprocessing as mp
-from collections.abc import Sequence
+import pickle
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ._deps import gymnasium
+from ._env_worker import EnvGroup, StepOut, make_env as _make_env
 
-StepOut = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+WORKER_SCRIPT = Path(__file__).with_name("_env_worker.py")
 
 
 def make_env(env_id: str, max_episode_steps: int = 1000) -> Any:
     """One Gymnasium environment with the time limit that marks truncation."""
-    gym = gymnasium()
-    return gym.make(env_id, max_episode_steps=max_episode_steps, disable_env_checker=True)
+    gymnasium()  # the one-line error when the [rl] extra is missing
+    return _make_env(env_id, max_episode_steps)
 
 
-class _Group:
-    """Environments stepped in this process."""
+class _Worker:
+    """An `EnvGroup` in a child process (``python _env_worker.py``), spoken to by pickle."""
 
     def __init__(self, env_id: str, n: int, max_episode_steps: int):
-        self.envs = [make_env(env_id, max_episode_steps) for _ in range(n)]
+        self.proc = subprocess.Popen(
+            [sys.executable, str(WORKER_SCRIPT), env_id, str(n), str(max_episode_steps)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
 
-    def reset(self, items: Sequence[tuple[int, int]]) -> np.ndarray:
-        return np.stack([np.asarray(self.envs[i].reset(seed=s)[0]) for i, s in items])
+    def send(self, *msg: Any) -> None:
+        assert self.proc.stdin is not None
+        pickle.dump(msg, self.proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+        self.proc.stdin.flush()
 
-    def step(self, idx: Sequence[int], actions: np.ndarray) -> StepOut:
-        out = [self.envs[i].step(a) for i, a in zip(idx, actions, strict=True)]
-        obs = np.stack([np.asarray(o[0]) for o in out])
-        rew = np.array([o[1] for o in out], np.float64)
-        term = np.array([o[2] for o in out], bool)
-        trunc = np.array([o[3] for o in out], bool)
-        return obs, rew, term, trunc
+    def recv(self) -> Any:
+        assert self.proc.stdout is not None
+        try:
+            out = pickle.load(self.proc.stdout)
+        except EOFError:
+            raise RuntimeError(
+                f"an environment worker process exited (code {self.proc.poll()}); "
+                "see its messages above"
+            ) from None
+        if isinstance(out, Exception):
+            raise out
+        return out
 
     def close(self) -> None:
-        for e in self.envs:
-            e.close()
-
-
-def _worker(conn: Any, env_id: str, n: int, max_episode_steps: int) -> None:
-    group = _Group(env_id, n, max_episode_steps)
-    conn.send("ready")
-    while True:
-        cmd, *args = conn.recv()
-        if cmd == "close":
-            group.close()
-            conn.close()
-            return
         try:
-            conn.send(getattr(group, cmd)(*args))
-        except Exception as e:  # pragma: no cover - surfaced in the parent
-            conn.send(e)
+            self.send("close")
+            self.proc.wait(timeout=10)
+        except (BrokenPipeError, OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
 
 
 class LockstepEnvs:
@@ -69,26 +71,22 @@ class LockstepEnvs:
         self.n = n
         workers = max(1, min(workers, n))
         self._bounds = np.linspace(0, n, workers + 1).astype(int)
-        self._local: _Group | None = None
-        self._conns: list[Any] = []
-        self._procs: list[Any] = []
+        self._local: EnvGroup | None = None
+        self._workers: list[_Worker] = []
+        gymnasium()
         if workers == 1:
-            self._local = _Group(env_id, n, max_episode_steps)
+            self._local = EnvGroup(env_id, n, max_episode_steps)
             probe = self._local.envs[0]
         else:
-            ctx = mp.get_context("forkserver")
             for w in range(workers):
                 size = int(self._bounds[w + 1] - self._bounds[w])
-                parent, child = ctx.Pipe()
-                p = ctx.Process(
-                    target=_worker, args=(child, env_id, size, max_episode_steps), daemon=True
-                )
-                p.start()
-                child.close()
-                self._conns.append(parent)
-                self._procs.append(p)
-            for c in self._conns:
-                c.recv()
+                self._workers.append(_Worker(env_id, size, max_episode_steps))
+            try:
+                for wk in self._workers:
+                    wk.recv()
+            except BaseException:
+                self.close()
+                raise
             probe = make_env(env_id, max_episode_steps)
         self.observation_shape = tuple(probe.observation_space.shape)
         self.action_shape = tuple(probe.action_space.shape)
@@ -100,7 +98,7 @@ class LockstepEnvs:
     def _split(self, idx: np.ndarray) -> list[np.ndarray]:
         return [
             np.flatnonzero((idx >= self._bounds[w]) & (idx < self._bounds[w + 1]))
-            for w in range(len(self._conns))
+            for w in range(len(self._workers))
         ]
 
     def reset(self, idx: np.ndarray, seeds: np.ndarray) -> np.ndarray:
@@ -113,11 +111,10 @@ class LockstepEnvs:
         for w, sel in enumerate(parts):
             if len(sel):
                 lo = self._bounds[w]
-                items = [(int(idx[j] - lo), int(seeds[j])) for j in sel]
-                self._conns[w].send(("reset", items))
+                self._workers[w].send("reset", [(int(idx[j] - lo), int(seeds[j])) for j in sel])
         for w, sel in enumerate(parts):
             if len(sel):
-                out[sel] = self._recv(w)
+                out[sel] = self._workers[w].recv()
         return out
 
     def step(self, idx: np.ndarray, actions: np.ndarray) -> StepOut:
@@ -131,29 +128,19 @@ class LockstepEnvs:
         parts = self._split(idx)
         for w, sel in enumerate(parts):
             if len(sel):
-                lo = self._bounds[w]
-                self._conns[w].send(("step", (idx[sel] - lo).tolist(), actions[sel]))
+                self._workers[w].send("step", (idx[sel] - self._bounds[w]).tolist(), actions[sel])
         for w, sel in enumerate(parts):
             if len(sel):
-                obs[sel], rew[sel], term[sel], trunc[sel] = self._recv(w)
+                obs[sel], rew[sel], term[sel], trunc[sel] = self._workers[w].recv()
         return obs, rew, term, trunc
-
-    def _recv(self, w: int) -> Any:
-        out = self._conns[w].recv()
-        if isinstance(out, Exception):
-            raise out
-        return out
 
     def close(self) -> None:
         if self._local is not None:
             self._local.close()
-        for c, p in zip(self._conns, self._procs, strict=True):
-            with contextlib.suppress(BrokenPipeError, OSError):
-                c.send(("close",))
-            p.join(timeout=5)
-            if p.is_alive():
-                p.terminate()
-        self._conns, self._procs = [], []
+            self._local = None
+        for wk in self._workers:
+            wk.close()
+        self._workers = []
 
     def __enter__(self) -> "LockstepEnvs":
         return self
