@@ -111,7 +111,9 @@ N_TRAIN, N_SAMPLES, STEPS = 8192, 4096, 2000
     Z_TOL,
     trained=True,
 )
-def _trained_efm(*, tolerance: float, loss: Callable = efm_loss, steps: int = STEPS) -> Outcome:
+def _trained_efm(
+    *, tolerance: float, loss: Callable = efm_loss, steps: int = STEPS, n_samples: int = N_SAMPLES
+) -> Outcome:
     """efm_loss on the OT path, Heun sampler (32 steps)."""
     x0 = _gaussian_data(N_TRAIN, 0)
     e = _energy(x0)
@@ -128,7 +130,7 @@ def _trained_efm(*, tolerance: float, loss: Callable = efm_loss, steps: int = ST
             path,
             cond_dim=0,
             prediction="velocity",
-            n_samples=N_SAMPLES,
+            n_samples=n_samples,
             steps=steps,
             seed=1,
         )
@@ -141,7 +143,9 @@ def _trained_efm(*, tolerance: float, loss: Callable = efm_loss, steps: int = ST
     Z_TOL,
     trained=True,
 )
-def _trained_ed(*, tolerance: float, loss: Callable = ed_loss, steps: int = STEPS) -> Outcome:
+def _trained_ed(
+    *, tolerance: float, loss: Callable = ed_loss, steps: int = STEPS, n_samples: int = N_SAMPLES
+) -> Outcome:
     """ed_loss on the VP path, noise prediction, DPM-Solver-2M (32 steps) down to t_min."""
     x0 = _gaussian_data(N_TRAIN, 2)
     e = _energy(x0)
@@ -158,7 +162,7 @@ def _trained_ed(*, tolerance: float, loss: Callable = ed_loss, steps: int = STEP
             path,
             cond_dim=0,
             prediction="eps",
-            n_samples=N_SAMPLES,
+            n_samples=n_samples,
             steps=steps,
             seed=3,
             solver="dpm2",
@@ -172,7 +176,9 @@ def _trained_ed(*, tolerance: float, loss: Callable = ed_loss, steps: int = STEP
     Z_TOL,
     trained=True,
 )
-def _trained_qfm(*, tolerance: float, loss: Callable = qfm_loss, steps: int = STEPS) -> Outcome:
+def _trained_qfm(
+    *, tolerance: float, loss: Callable = qfm_loss, steps: int = STEPS, n_samples: int = N_SAMPLES
+) -> Outcome:
     """Behaviour policy ``mu(a|s) = N(m, S)`` for every state ``s ~ U[-1, 1]``,
     ``Q(s, a) = -E(a)``; qfm_loss with 16 support actions per state; sampled for random
     states. N_eff counts the within-state weights ``exp(beta Q)`` over all support actions
@@ -187,7 +193,7 @@ def _trained_qfm(*, tolerance: float, loss: Callable = qfm_loss, steps: int = ST
         a, qq, s = batch
         return loss(model, path, a, qq, BETA, key, s)
 
-    cond = np.random.default_rng(6).uniform(-1, 1, (N_SAMPLES, 1))
+    cond = np.random.default_rng(6).uniform(-1, 1, (n_samples, 1))
     with jax.enable_x64(False):
         x = _train_and_sample(
             loss_fn,
@@ -195,7 +201,7 @@ def _trained_qfm(*, tolerance: float, loss: Callable = qfm_loss, steps: int = ST
             path,
             cond_dim=1,
             prediction="velocity",
-            n_samples=N_SAMPLES,
+            n_samples=n_samples,
             steps=steps,
             seed=7,
             cond=jnp.asarray(cond, jnp.float32),

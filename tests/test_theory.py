@@ -1,0 +1,132 @@
+"""ewfm.theory: every exact check passes, and fails when fed a deliberately wrong ingredient.
+
+To stay in the test-time budget the checks run on the OT path here (each check also covers
+VP, and some OT with sigma_min, in ``ewfm verify-theorems``); the twins show each check can
+fail. Compilation dominates the run time, so twins whose ingredient is not compiled in are
+preferred.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from ewfm import efm_loss
+from ewfm.theory import CHECKS, check_names, guided_score, guided_velocity, run_checks
+from ewfm.theory._exact import _autodiff_eps, _LogRatio, _ScaledNet
+
+OT = ("OT",)
+
+
+def _unweighted_velocity(data, path, x, t, beta):
+    return guided_velocity(data, path, x, t, 0.0)  # the unguided posterior
+
+
+def _unweighted_score(data, path, x, t, beta):
+    return guided_score(data, path, x, t, 0.0)
+
+
+def _unguided_eps(data, path, x, t, beta):
+    return _autodiff_eps(data, path, x, t, 0.0)
+
+
+def _wrong_sign(path, score, x, t):
+    return path.velocity_from_score(-score, x, t)
+
+
+def _unnormalised(energy, beta):
+    return jnp.exp(-beta * energy)  # no softmax normaliser
+
+
+def _unnormalised_grouped(energy, beta):
+    return jnp.exp(-beta * energy)
+
+
+def _naive_weights(energy, beta):
+    w = jnp.exp(-beta * energy)  # overflows for beta E of 1e3
+    return w / jnp.mean(w)
+
+
+def _efm_without_normaliser(field, path, x0, energy, beta, key, *, cond=None):
+    # mean_b exp(-beta E_b) l_b instead of mean_b B softmax_b l_b
+    return efm_loss(field, path, x0, energy, beta, key, cond=cond) * jnp.mean(
+        jnp.exp(-beta * energy)
+    )
+
+
+def _classifier_guidance_as_energy(data, path, w):
+    # w * log p_t(c|x): classifier guidance, which is energy guidance only at w = 1
+    return _ScaledNet(_LogRatio(data, path, jnp.asarray(1.0)), jnp.asarray(w))
+
+
+TWINS = {
+    "lemma-3.2": {"velocity_from_score": _wrong_sign},
+    "theorem-4.1-continuity": {"velocity": _unweighted_velocity},
+    "theorem-4.1-pushforward": {"velocity": _unweighted_velocity},
+    "theorem-4.3": {"weights": _unnormalised},
+    "corollary-4.8": {"eps": _unguided_eps},
+    "remark-4.6": {"efm": _efm_without_normaliser},
+    "corollary-4.7": {"score": _unweighted_score},
+    # (pointwise only: the sampler would compile again for the wrong energy net)
+    "lemma-4.10": {"energy_net": _classifier_guidance_as_energy, "sampler": False},
+    "lemma-4.11": {"energy": lambda logp: -2.0 * logp},  # beta = 2 in disguise
+    "eq-5.4": {"weights": _unnormalised_grouped},
+    "energy-weights": {"weights": _naive_weights},
+}
+
+EXACT = check_names(trained=False)
+
+
+def _run(name, **ingredients):
+    if name != "energy-weights":
+        ingredients.setdefault("only_paths", OT)
+    return CHECKS[name](**ingredients)
+
+
+def test_every_exact_check_has_a_twin():
+    assert set(TWINS) == set(EXACT)
+
+
+@pytest.mark.parametrize("name", EXACT)
+def test_exact_check_passes(name):
+    res = _run(name)
+    assert res.passed, (res.max_error, res.errors, res.info)
+    assert res.max_error <= res.tolerance <= 1e-6
+    assert all(k.startswith("OT") or name in ("eq-5.4", "energy-weights") for k in res.errors)
+
+
+@pytest.mark.parametrize("name", EXACT)
+def test_exact_check_fails_with_a_wrong_ingredient(name):
+    res = _run(name, **TWINS[name])
+    assert not res.passed
+    # the failure is a real error far above tolerance, not a near miss
+    assert math.isnan(res.max_error) or res.max_error > 100 * res.tolerance, res.errors
+
+
+def test_lemma_4_10_reports_how_far_cfg_misses():
+    res = _run("lemma-4.10")
+    miss = res.info["OT/w=2.0/CFG pushforward miss"]
+    assert miss > 1e-2  # CFG at w = 2 does not sample p p(c|x)^2 ...
+    assert res.errors["OT/w=2.0/EG pushforward"] < 1e-6  # ... energy guidance does
+
+
+def test_results_are_float64_and_serialisable():
+    res = _run("energy-weights")
+    d = res.to_dict()
+    assert set(d) == {"name", "statement", "max_error", "tolerance", "passed", "seconds"}
+    assert d["passed"] is True and d["seconds"] > 0
+    assert not jax.config.jax_enable_x64  # the check's x64 context did not leak
+
+
+def test_run_checks_rejects_unknown_names():
+    with pytest.raises(KeyError, match=r"valid: lemma-3\.2"):
+        run_checks(["lemma-3.2", "no-such-check"])
+
+
+def test_trained_efm_learns_the_tilted_gaussian():
+    # efm_loss on OT, a shorter run (1000 Adam steps, 2048 samples) than the CLI's: mean and
+    # covariance within 5 standard errors (from the training set's effective size and the
+    # sample size) of N(m*, S*)
+    res = CHECKS["trained-efm"](steps=1000, n_samples=2048)
+    assert res.passed, res.errors
