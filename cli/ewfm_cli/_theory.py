@@ -77,15 +77,12 @@ def verify_theorems(
         results = run_checks(names, on_start=on_start, on_result=on_result)
 
     table = Table(title="ewfm verify-theorems")
-    for col, kw in (
-        ("check", {}),
-        ("statement", {"overflow": "fold"}),
-        ("max error", {"justify": "right"}),
-        ("tolerance", {"justify": "right"}),
-        ("pass/fail", {}),
-        ("seconds", {"justify": "right"}),
-    ):
-        table.add_column(col, **kw)
+    table.add_column("check")
+    table.add_column("statement", overflow="fold")
+    for col in ("max error", "tolerance"):
+        table.add_column(col, justify="right")
+    table.add_column("pass/fail")
+    table.add_column("seconds", justify="right")
     for r in results:
         table.add_row(
             r.name,

@@ -48,9 +48,12 @@ T_END = 1e-3  # where the sampler checks stop (VP's t_min); x0 is recovered from
 T_START = 1.0 - 1e-3  # where they start: a score-guided velocity is 0 * inf at t = 1 on OT
 N_POINTS = 64
 
-_jit = eqx.filter_jit(compiler_options={"xla_backend_optimization_level": 0})
-"""jit without XLA's backend optimisations: these functions run once or twice, so compile
-time is what counts (about a third less)."""
+
+def _jit(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """jit without XLA's backend optimisations: these functions run once or twice, so compile
+    time is what counts (about a third less)."""
+    options = {"xla_backend_optimization_level": 0}
+    return eqx.filter_jit(fn, compiler_options=options)  # pyright: ignore[reportCallIssue]
 
 
 def paths(

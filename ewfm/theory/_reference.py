@@ -118,8 +118,8 @@ def tilt_gaussian(
     cov_t = _inv(M) @ cov
     cov_t = 0.5 * (cov_t + cov_t.T)
     shift = cov_t @ g
-    log_z = -beta * energy - 0.5 * _logdet(M) + 0.5 * g @ shift
-    return mean - shift, cov_t, log_z
+    log_z = -(beta * energy) - 0.5 * _logdet(M) + 0.5 * g @ shift
+    return mean - shift, cov_t, jnp.asarray(log_z)
 
 
 def _log_normal(x: Array, mean: Array, cov: Array) -> Array:
