@@ -69,7 +69,9 @@ def test_critic_loss_matches_loop_and_stops_target_gradient():
         jr.normal(k[6], (b, m, 2)),
     )
     gamma, beta_q = 0.9, 2.0
-    loss = critic_loss(critic, batch, k[7], gamma=gamma, beta_q=beta_q)
+    loss, grads = eqx.filter_jit(
+        eqx.filter_value_and_grad(lambda c: critic_loss(c, batch, k[7], gamma=gamma, beta_q=beta_q))
+    )(critic)
     one = eqx.filter_jit(lambda net, s, a: net(s, a))  # one (s, a) pair, both twins
     total = 0.0
     for i in range(b):
@@ -83,9 +85,6 @@ def test_critic_loss_matches_loop_and_stops_target_gradient():
         q2 = np.asarray(one(critic.q, batch.observations[i], batch.actions[i]))
         total += float(np.sum((q2 - y) ** 2))
     np.testing.assert_allclose(float(loss), total / b, rtol=1e-5)
-    grads = eqx.filter_grad(lambda c: critic_loss(c, batch, k[7], gamma=gamma, beta_q=beta_q))(
-        critic
-    )
     leaves = jax.tree_util.tree_leaves(eqx.filter(grads.target, eqx.is_array))
     assert all(float(jnp.max(jnp.abs(g))) == 0.0 for g in leaves)
 
@@ -97,10 +96,15 @@ def test_soft_target_update_moves_target_by_tau():
     other = make_critic(2, 1, width=8, depth=1, key=jr.key(1)).q
     critic = eqx.tree_at(lambda c: c.target, critic, other)
     opt = soft_target_optimizer(optax.sgd(0.0), 0.1)
-    params = eqx.filter(critic, eqx.is_inexact_array)
-    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
-    upd, _ = eqx.filter_jit(opt.update)(zeros, opt.init(params), params)
-    new = eqx.apply_updates(critic, upd)
+
+    @eqx.filter_jit
+    def step(critic):
+        params = eqx.filter(critic, eqx.is_inexact_array)
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+        upd, _ = opt.update(zeros, opt.init(params), params)
+        return eqx.apply_updates(critic, upd)
+
+    new = step(critic)
     w_q, w_t = critic.q.nets.layers[0].weight, other.nets.layers[0].weight
     np.testing.assert_allclose(
         np.asarray(new.target.nets.layers[0].weight),
@@ -183,7 +187,7 @@ def test_bandit_renewals_reach_closed_form():
     states = jnp.where(jnp.arange(n_states)[:, None] % 2 == 0, 1.0, -1.0)
     qopt = optax.adam(1e-3)
     qepoch = ewfm.make_epoch(
-        make_qipo_loss(path, beta, "velocity"), qopt, batch_size=64, steps=800, ema_decay=0.9
+        make_qipo_loss(path, beta, "velocity"), qopt, batch_size=32, steps=800, ema_decay=0.9
     )
     n_rounds = 2
     state = ewfm.TrainState(
@@ -211,6 +215,7 @@ def test_bandit_renewals_reach_closed_form():
 def test_config_presets_overrides_and_errors(tmp_path):
     cfg = resolve_config("quick", overrides={"beta": 2, "algo": "qipo-diff"})
     assert cfg.beta == 2.0 and cfg.algo == "qipo-diff" and cfg.policy_solver == "dpm2"
+    assert cfg.policy_steps == 15 and resolve_config().policy_steps == 5
     assert resolve_config("paper").support == 16
     toml = tmp_path / "c.toml"
     toml.write_text("beta = 5.0\nsupport = 4\n")
@@ -269,9 +274,9 @@ TINY = dict(
     depth=2,
     critic_width=32,
     critic_depth=1,
-    bc_epochs=2,
-    critic_epochs=2,
-    qipo_epochs=4,
+    bc_epochs=1,
+    critic_epochs=1,
+    qipo_epochs=3,
     renew_every=2,
     support=4,
     critic_support=3,
@@ -320,7 +325,7 @@ def test_end_to_end_kill_and_resume(tiny_dataset, tmp_path):
     cfg = resolve_config("quick", overrides=dict(TINY, dataset=tiny_dataset))
     full = train(cfg, tmp_path / "a", progress=False, log=lambda s: None)
     with pytest.raises(StopTraining):
-        train(cfg, tmp_path / "b", progress=False, log=lambda s: None, stop_after=("qipo", 3))
+        train(cfg, tmp_path / "b", progress=False, log=lambda s: None, stop_after=("qipo", 1))
     assert not (tmp_path / "b" / "summary.json").exists()
     resumed = train(cfg, tmp_path / "b", resume=True, progress=False, log=lambda s: None)
     assert resumed["scores"] == full["scores"]
@@ -332,7 +337,7 @@ def test_end_to_end_kill_and_resume(tiny_dataset, tmp_path):
     ]
     assert strip(tmp_path / "a") == strip(tmp_path / "b")
     stages = [m["stage"] for m in strip(tmp_path / "a")]
-    assert stages == ["behaviour"] * 2 + ["critic"] * 2 + ["qipo"] * 4
+    assert stages == ["behaviour", "critic"] + ["qipo"] * 3
     for name in ("config.json", "summary.json", "curves.png", "metrics.jsonl"):
         assert (tmp_path / "a" / name).is_file()
     assert math.isfinite(full["score_mean"]) and full["episodes"] == 2

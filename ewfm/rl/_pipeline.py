@@ -19,6 +19,7 @@ run directory then holds ``config.json``, ``checkpoints/``, ``metrics.jsonl``,
 """
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -70,7 +71,7 @@ def make_path(cfg: TrainConfig) -> AbstractPath:
 
 def make_sampler(cfg: TrainConfig) -> PolicySampler:
     prediction = "velocity" if cfg.path_kind == "ot" else "eps"
-    return PolicySampler(make_path(cfg), cfg.policy_solver, cfg.sample_steps, prediction, 1.0)
+    return PolicySampler(make_path(cfg), cfg.policy_solver, cfg.policy_steps, prediction, 1.0)
 
 
 def make_field(cfg: TrainConfig, obs_dim: int, act_dim: int, key) -> Any:
@@ -332,8 +333,7 @@ def train(
         idx = np.sort(np.asarray(jr.choice(keys["subset"], n, (cfg.subset,), replace=False)))
     else:
         idx = np.arange(n)
-    path, sampler = make_path(cfg), make_sampler(cfg)
-    prediction = sampler.prediction
+    sampler = make_sampler(cfg)
     history: list[dict] = []
     stage_times: dict[str, float] = {}
 
@@ -359,11 +359,7 @@ def train(
 
     # 1. behaviour warm-up ------------------------------------------------------------------
     field0 = make_field(cfg, obs_dim, act_dim, jr.fold_in(keys["init"], 0))
-    if cfg.path_kind == "ot":
-        bc_loss = lambda m, b, k: cfm_loss(m, path, b[1], k, cond=b[0])
-    else:
-        bc_loss = lambda m, b, k: denoising_loss(m, path, b[1], k, cond=b[0])
-    opt = optax.adam(cfg.lr)
+    opt, bc_epoch = _stage_fns("behaviour", cfg)
     beh = init_state(field0, opt)
     loaded, start, hist = _load_stage(run, "behaviour", (beh, None))
     if loaded is not None:
@@ -373,13 +369,7 @@ def train(
         name="behaviour",
         run=run,
         state=beh,
-        epoch_fn=make_epoch(
-            bc_loss,
-            opt,
-            batch_size=cfg.batch_size,
-            steps=cfg.steps_per_epoch,
-            ema_decay=cfg.ema_decay,
-        ),
+        epoch_fn=bc_epoch,
         epochs=cfg.bc_epochs,
         key=keys["behaviour"],
         get_data=lambda e, st: ((s_all, a_all), {}),
@@ -425,19 +415,16 @@ def train(
             depth=cfg.critic_depth,
             key=jr.fold_in(keys["init"], 1),
         )
-        copt = soft_target_optimizer(optax.adam(cfg.critic_lr), cfg.tau)
+        copt, critic_epoch = _stage_fns("critic", cfg)
         cst = init_state(critic0, copt)
         loaded, start, hist = _load_stage(run, "critic", (cst, None))
         if loaded is not None:
             cst, history = loaded[0], hist or history
-        closs = lambda m, b, k: critic_loss(m, b, k, gamma=cfg.gamma, beta_q=cfg.beta_q)
         cst = _stage_loop(
             name="critic",
             run=run,
             state=cst,
-            epoch_fn=make_epoch(
-                closs, copt, batch_size=cfg.critic_batch, steps=cfg.steps_per_epoch, ema_decay=0.0
-            ),
+            epoch_fn=critic_epoch,
             epochs=cfg.critic_epochs,
             key=keys["critic"],
             get_data=lambda e, st: (cbatch, {}),
@@ -450,7 +437,7 @@ def train(
         )
         qnet = cst.model.q
         stage_times["critic"] = time.perf_counter() - t0
-        score_q = eqx.filter_jit(q_values)
+        score_q = _score_q
         # the states that carry support sets (QIPO renewals, CEP): a random part of the subset
         if cfg.qipo_subset and cfg.qipo_subset < len(idx):
             rows = jr.choice(
@@ -480,26 +467,17 @@ def train(
                 save_checkpoint(sp, sup, {})
             sset = SupportSet(s_q, sup, _chunked_q(score_q, qnet, s_q, sup))
             en0 = make_energy_net(cfg, obs_dim, act_dim, jr.fold_in(keys["init"], 2))
-            eopt = optax.adam(cfg.lr)
+            eopt, cep_epoch = _stage_fns("cep", cfg)
             est = init_state(en0, eopt)
             loaded, start, hist = _load_stage(run, "cep", (est, None))
             if loaded is not None:
                 est, history = loaded[0], hist or history
-            eloss = lambda m, b, k: cep_loss(
-                m, path, b.actions, -b.q, cfg.cep_beta, k, cond=b.states
-            )
             beh_field = beh.ema
             est = _stage_loop(
                 name="cep",
                 run=run,
                 state=est,
-                epoch_fn=make_epoch(
-                    eloss,
-                    eopt,
-                    batch_size=cfg.qipo_states,
-                    steps=cfg.steps_per_epoch,
-                    ema_decay=cfg.ema_decay,
-                ),
+                epoch_fn=cep_epoch,
                 epochs=cfg.cep_epochs,
                 key=keys["cep"],
                 get_data=lambda e, st: (sset, {}),
@@ -515,7 +493,7 @@ def train(
         else:
             # 3. QIPO iterations -----------------------------------------------------------
             t0 = time.perf_counter()
-            qopt = optax.adam(cfg.qipo_lr)
+            qopt, qipo_epoch = _stage_fns("qipo", cfg)
             qst = TrainState(
                 beh.ema,
                 beh.ema,
@@ -553,18 +531,11 @@ def train(
                     info["renew_seconds"] = time.perf_counter() - ts
                 return current["set"], info
 
-            qloss = make_qipo_loss(path, cfg.beta, prediction)
             qst = _stage_loop(
                 name="qipo",
                 run=run,
                 state=qst,
-                epoch_fn=make_epoch(
-                    qloss,
-                    qopt,
-                    batch_size=cfg.qipo_states,
-                    steps=cfg.steps_per_epoch,
-                    ema_decay=cfg.ema_decay,
-                ),
+                epoch_fn=qipo_epoch,
                 epochs=cfg.qipo_epochs,
                 key=keys["qipo"],
                 get_data=get_data,
@@ -608,6 +579,36 @@ def train(
     with contextlib.suppress(ImportError):  # matplotlib is optional
         plot_curves(history, run.root / "curves.png", summary)
     return summary
+
+
+_score_q = eqx.filter_jit(q_values)
+
+
+@functools.lru_cache(maxsize=32)
+def _stage_fns(stage: str, cfg: TrainConfig) -> tuple[Any, Callable]:
+    """The optimiser and the jitted epoch of a stage, cached per config (compile once)."""
+    path = make_path(cfg)
+    ema = cfg.ema_decay
+    if stage == "behaviour":
+        opt, batch = optax.adam(cfg.lr), cfg.batch_size
+        if cfg.path_kind == "ot":
+            loss = lambda m, b, k: cfm_loss(m, path, b[1], k, cond=b[0])
+        else:
+            loss = lambda m, b, k: denoising_loss(m, path, b[1], k, cond=b[0])
+    elif stage == "critic":
+        opt, batch, ema = (
+            soft_target_optimizer(optax.adam(cfg.critic_lr), cfg.tau),
+            cfg.critic_batch,
+            0.0,
+        )
+        loss = lambda m, b, k: critic_loss(m, b, k, gamma=cfg.gamma, beta_q=cfg.beta_q)
+    elif stage == "cep":
+        opt, batch = optax.adam(cfg.lr), cfg.qipo_states
+        loss = lambda m, b, k: cep_loss(m, path, b.actions, -b.q, cfg.cep_beta, k, cond=b.states)
+    else:
+        opt, batch = optax.adam(cfg.qipo_lr), cfg.qipo_states
+        loss = make_qipo_loss(path, cfg.beta, "velocity" if cfg.path_kind == "ot" else "eps")
+    return opt, make_epoch(loss, opt, batch_size=batch, steps=cfg.steps_per_epoch, ema_decay=ema)
 
 
 def _stage_epochs(cfg: TrainConfig, stage: str) -> int:
