@@ -116,9 +116,8 @@ def sweep(
     cfg = _config(quick, steps, seed)
     from ewfm.toy import sweep as run_sweep
 
-    summary = run_sweep(
-        out, cfg, datasets=ds, methods=ms, betas=bs, progress=True, command=" ".join(sys.argv)
-    )
+    command = "ewfm " + " ".join(sys.argv[1:])
+    summary = run_sweep(out, cfg, datasets=ds, methods=ms, betas=bs, progress=True, command=command)
     typer.echo(
         f"{len(summary['records'])} runs in {summary['seconds']:.0f} s; wrote "
         f"{out / 'summary.json'}, {out / 'summary.md'} and grid_*.png"
