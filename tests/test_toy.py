@@ -16,7 +16,7 @@ import ewfm.toy as toy
 
 # One small configuration shared by the training tests (and the CLI run), so every compiled
 # epoch, sampler and likelihood is built once per test process.
-QUICK = toy.ToyConfig.quick(steps=300)
+QUICK = toy.ToyConfig.quick()
 
 
 def test_exact_reweighting_equals_closed_form(x64):

@@ -83,7 +83,7 @@ class ToyConfig:
     @classmethod
     def quick(cls, **overrides: Any) -> "ToyConfig":
         """A small configuration: short training and few evaluation samples."""
-        base: dict[str, Any] = {"n_data": 5_000, "steps": 400, "n_eval": 500, "n_nll": 100}
+        base: dict[str, Any] = {"n_data": 5_000, "steps": 300, "n_eval": 500, "n_nll": 100}
         base.update(overrides)
         return cls(**base)
 
