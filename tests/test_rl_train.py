@@ -343,3 +343,10 @@ def test_end_to_end_kill_and_resume(tiny_dataset, tmp_path):
     assert math.isfinite(full["score_mean"]) and full["episodes"] == 2
     ev = evaluate_run(tmp_path / "a", episodes=2, seed=full["seed"] * 100_000 + 99_999)
     assert math.isfinite(ev["score_mean"])
+    # a rebuilt dataset (another size) is refused on resume
+    stats = json.loads((tmp_path / "b" / "obs_stats.json").read_text())
+    assert stats["transitions"] > 0
+    stats["transitions"] += 1
+    (tmp_path / "b" / "obs_stats.json").write_text(json.dumps(stats))
+    with pytest.raises(ConfigError, match="dataset was rebuilt"):
+        train(cfg, tmp_path / "b", resume=True, progress=False, log=lambda s: None)

@@ -318,11 +318,24 @@ def train(
     env_id = env_id_for(ds_id)
     log(f"dataset {ds_id}: {tr.size} transitions, env {env_id}")
 
+    stats_path = run.root / "obs_stats.json"
+    if resume and stats_path.exists():
+        old_n = json.loads(stats_path.read_text()).get("transitions")
+        if old_n is not None and old_n != tr.size:
+            raise ConfigError(
+                f"{ds_id} now holds {tr.size} transitions but {run.root} was trained on "
+                f"{old_n}: the dataset was rebuilt; start a new run (another --out)."
+            )
     obs = np.asarray(tr.observations, np.float32)
     mean, std = obs.mean(0), obs.std(0) + 1e-3
     run.write_json(
         "obs_stats.json",
-        {"mean": mean.tolist(), "std": std.tolist(), "act_dim": int(tr.actions.shape[1])},
+        {
+            "mean": mean.tolist(),
+            "std": std.tolist(),
+            "act_dim": int(tr.actions.shape[1]),
+            "transitions": tr.size,
+        },
     )
     norm = lambda x: jnp.asarray((np.asarray(x, np.float32) - mean) / std)
     s_all, a_all = norm(tr.observations), jnp.asarray(tr.actions, jnp.float32)
