@@ -7,10 +7,36 @@ from typer.testing import CliRunner
 
 import ewfm
 
-PUBLIC = """AbstractPath OTPath VPPath PathSample energy_weights grouped_energy_weights cfm_loss
-efm_loss denoising_loss ed_loss qfm_loss qd_loss cep_loss FourierTimeEmbedding MLPField
-ResidualMLPField TwinQ EnergyNet sample integrate SampleResult CFGField EnergyGuidedField fit
-make_epoch TrainState save_checkpoint load_checkpoint""".split()
+PUBLIC = [
+    "AbstractPath",
+    "OTPath",
+    "VPPath",
+    "PathSample",
+    "energy_weights",
+    "grouped_energy_weights",
+    "cfm_loss",
+    "efm_loss",
+    "denoising_loss",
+    "ed_loss",
+    "qfm_loss",
+    "qd_loss",
+    "cep_loss",
+    "FourierTimeEmbedding",
+    "MLPField",
+    "ResidualMLPField",
+    "TwinQ",
+    "EnergyNet",
+    "sample",
+    "integrate",
+    "SampleResult",
+    "CFGField",
+    "EnergyGuidedField",
+    "fit",
+    "make_epoch",
+    "TrainState",
+    "save_checkpoint",
+    "load_checkpoint",
+]
 
 
 def test_public_names():
