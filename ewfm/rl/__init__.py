@@ -6,6 +6,23 @@ Minari), which is imported lazily, so ``import ewfm.rl`` itself stays light.
 
 from ._build import build_dataset as build_dataset, ensure_dataset as ensure_dataset
 
+# -- training pipeline (`ewfm train`) --
+from ._config import (
+    ALGOS as ALGOS,
+    PRESETS as PRESETS,
+    ConfigError as ConfigError,
+    TrainConfig as TrainConfig,
+    resolve_config as resolve_config,
+)
+from ._critic import (
+    Critic as Critic,
+    CriticBatch as CriticBatch,
+    critic_loss as critic_loss,
+    make_critic as make_critic,
+    q_values as q_values,
+    soft_target_optimizer as soft_target_optimizer,
+    support_target as support_target,
+)
 from ._datasets import (
     DatasetEntry as DatasetEntry,
     DatasetInfo as DatasetInfo,
@@ -32,5 +49,16 @@ from ._pack import (
     pack_index as pack_index,
     pack_policy as pack_policy,
     recipes as recipes,
+)
+from ._pipeline import (
+    evaluate_run as evaluate_run,
+    renew_supports as renew_supports,
+    train as train,
+)
+from ._qipo import (
+    PolicySampler as PolicySampler,
+    SupportSet as SupportSet,
+    draw_supports as draw_supports,
+    make_qipo_loss as make_qipo_loss,
 )
 from ._transitions import Transitions as Transitions
