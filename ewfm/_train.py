@@ -8,7 +8,6 @@ batch is sharded over all of them (data parallel) and parameters are replicated.
 
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,8 @@ import jax.numpy as jnp
 import jax.random as jr
 import optax
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
+
+from ._io import atomic_path
 
 LossFn = Callable[[Any, Any, PRNGKeyArray], Float[Array, ""]]
 
@@ -218,17 +219,9 @@ def save_checkpoint(path: str | os.PathLike, tree: PyTree, metadata: dict | None
 
     An interrupted save never leaves a half-written checkpoint at ``path``.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(json.dumps(metadata or {}).encode() + b"\n")
-            eqx.tree_serialise_leaves(f, tree)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(json.dumps(metadata or {}).encode() + b"\n")
+        eqx.tree_serialise_leaves(f, tree)
 
 
 def load_checkpoint(path: str | os.PathLike, like: PyTree) -> tuple[PyTree, dict]:

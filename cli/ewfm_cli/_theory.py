@@ -1,10 +1,7 @@
 """`ewfm verify-theorems`: run the numerical checks of the paper's results (ewfm.theory)."""
 
 import json
-import os
 import sys
-import tempfile
-from pathlib import Path
 
 import typer
 
@@ -19,16 +16,9 @@ def _write_json(target: str, records: list[dict]) -> None:
     if target == "-":
         sys.stdout.write(text)
         return
-    path = Path(target)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from ewfm._io import write_text_atomic
+
+    write_text_atomic(target, text)
 
 
 def verify_theorems(

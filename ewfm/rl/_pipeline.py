@@ -22,8 +22,6 @@ import contextlib
 import functools
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +34,7 @@ import jax.random as jr
 import numpy as np
 import optax
 
+from .._io import atomic_path, write_text_atomic
 from .._losses import cep_loss, cfm_loss, denoising_loss
 from .._nets import EnergyNet, MLPField, ResidualMLPField
 from .._paths import AbstractPath, OTPath, VPPath
@@ -51,18 +50,6 @@ class StopTraining(Exception):
 
 
 # -- small helpers --------------------------------------------------------------------------
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def make_path(cfg: TrainConfig) -> AbstractPath:
@@ -148,10 +135,12 @@ class RunDir:
         return self.ckpt / f"{stage}.eqx"
 
     def write_json(self, name: str, obj: Any) -> None:
-        _write_atomic(self.root / name, json.dumps(obj, indent=2) + "\n")
+        write_text_atomic(self.root / name, json.dumps(obj, indent=2) + "\n")
 
     def write_metrics(self, history: list[dict]) -> None:
-        _write_atomic(self.root / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in history))
+        write_text_atomic(
+            self.root / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in history)
+        )
 
 
 def _check_run(cfg: TrainConfig, run: RunDir, resume: bool) -> None:
@@ -728,10 +717,9 @@ def plot_curves(history: list[dict], path: Path, summary: dict | None = None) ->
     ax.set_xticks(range(len(ys)), xs, rotation=45, fontsize=7)
     ax.set_title("normalised score")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def evaluate_run(

@@ -18,7 +18,6 @@ one figure grid per method (rows data sets, columns beta) plus one of the exact 
 import dataclasses
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,6 +29,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .._io import write_text_atomic
 from .._weights import check_beta
 from ._data import DATASETS, check_dataset, dataset, energy
 from ._methods import (
@@ -232,16 +232,7 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def write_text(path: str | os.PathLike, text: str) -> None:
     """Write text atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes the file private; results are for reading
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    write_text_atomic(path, text)
 
 
 def save_run(result: RunResult, out: str | os.PathLike, config: ToyConfig) -> None:

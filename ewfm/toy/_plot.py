@@ -1,11 +1,11 @@
 """Figures of the toy suite (matplotlib, Agg, imported lazily; PNGs written atomically)."""
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
+
+from .._io import atomic_path
 
 _LIM = 4.5
 
@@ -20,16 +20,8 @@ def _pyplot():
 
 
 def _save(fig, path: str | os.PathLike, dpi: int) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi)
-        os.chmod(tmp, 0o644)  # mkstemp makes the file private; a figure is for reading
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def _scatter(ax, x, c=None, title: str = "") -> None:
