@@ -139,13 +139,15 @@ def integrate(
     if not t_end < t_start:
         raise ValueError(f"need t_end < t_start, got t_end={t_end}, t_start={t_start}.")
     grid = grid or ("logsnr" if solver == "dpm2" else "time")
-    with jax.ensure_compile_time_eval():  # concrete even when called under jit
-        alpha_start = float(path.alpha(t_start))
-    if (solver == "dpm2" or grid == "logsnr") and not alpha_start > 0:
-        raise ValueError(
-            "dpm2 / log-SNR grids need alpha(t_start) > 0; "
-            f"pass t_start < 1 for {type(path).__name__}."
-        )
+    if solver == "dpm2" or grid == "logsnr":  # only these need it: a path whose schedule
+        # is traced (a jit argument) stays usable with the other solvers
+        with jax.ensure_compile_time_eval():  # concrete even when called under jit
+            alpha_start = float(path.alpha(t_start))
+        if not alpha_start > 0:
+            raise ValueError(
+                "dpm2 / log-SNR grids need alpha(t_start) > 0; "
+                f"pass t_start < 1 for {type(path).__name__}."
+            )
 
     def field_out(s, x):
         t = t_start - s

@@ -178,3 +178,17 @@ def test_bad_solver_arguments():
         ewfm.integrate(f, ewfm.OTPath(), x1(2), solver="heun", steps=0)
     with pytest.raises(ValueError, match="t_start"):
         ewfm.integrate(f, ewfm.OTPath(), x1(2), solver="dpm2")
+
+
+def test_path_with_traced_schedule_under_jit():
+    # the path is a jax.jit argument, so its schedule is traced: one compiled sampler serves
+    # many schedules (adaptive and fixed-step solvers need no concrete alpha(t_start))
+    velocity = gaussian_fields(ewfm.VPPath(), M, S)[0]
+
+    @jax.jit
+    def run(path):
+        return ewfm.integrate(velocity, path, x1(8), solver="heun", steps=8, t_end=0.01).x
+
+    traced = run(ewfm.VPPath())
+    ref = ewfm.integrate(velocity, ewfm.VPPath(), x1(8), solver="heun", steps=8, t_end=0.01).x
+    assert float(jnp.max(jnp.abs(traced - ref))) < 1e-12
