@@ -5,8 +5,9 @@ formulas) under test -- with the library's own as defaults. The tests replace on
 by a deliberately wrong one and assert that the check then fails.
 
 Errors are relative to the size of the reference: ``max|got - ref| / max(1, max|ref|)``.
-Set-up is done in numpy and each case is one jitted function: on 2 CPU cores the run time
-is XLA compilation, so the number of compiled functions is kept small.
+Set-up is done in numpy and each check compiles one program (two for the sampler checks): on
+2 CPU cores the run time is XLA compilation, so the paths are not compiled in (`_SwitchPath`
+picks one by a traced index) and no small eager operations are left.
 """
 
 import decimal
@@ -19,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
+from jaxtyping import ArrayLike, Float, Int
 
 from .._losses import cfm_loss, denoising_loss, ed_loss, efm_loss, qd_loss, qfm_loss
 from .._nets import MLPField
@@ -48,12 +50,15 @@ T_END = 1e-3  # where the sampler checks stop (VP's t_min); x0 is recovered from
 T_START = 1.0 - 1e-3  # where they start: a score-guided velocity is 0 * inf at t = 1 on OT
 N_POINTS = 64
 
+# Compile options: these programs run once or twice, so compile time is what counts. XLA's
+# backend optimisations off and its older (non-MLIR) CPU fusion emitters measured about a
+# third and then half of the compile time, with the same float64 results to round-off.
+_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+
 
 def _jit(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """jit without XLA's backend optimisations: these functions run once or twice, so compile
-    time is what counts (about a third less)."""
-    options = {"xla_backend_optimization_level": 0}
-    return eqx.filter_jit(fn, compiler_options=options)  # pyright: ignore[reportCallIssue]
+    """`eqx.filter_jit` with compile-time-saving options (see `_COMPILER_OPTIONS`)."""
+    return eqx.filter_jit(fn, compiler_options=_COMPILER_OPTIONS)  # pyright: ignore[reportCallIssue]
 
 
 def paths(
@@ -68,6 +73,85 @@ def paths(
         out.append(("OT(smin=0.1)", OTPath(sigma_min=0.1)))
     out.append(("VP", VPPath()))
     return [(n, p) for n, p in out if only is None or n in only]
+
+
+_ALL_PATHS: tuple[AbstractPath, ...] = tuple(p for _, p in paths(rectified=True))
+_PATH_INDEX = {name: i for i, (name, _) in enumerate(paths(rectified=True))}
+
+
+class _SwitchPath(AbstractPath):
+    """One of the library paths of `paths`, chosen by a traced index.
+
+    Every method calls each path's own method and selects the chosen one's output, so a
+    check runs exactly the library's code while one compiled program serves all paths. (No
+    `lax.switch`: under `vmap` its batching rule costs seconds of tracing here.) The paths
+    not chosen are evaluated at a safe time (``t = 0.5``, ``lambda = 0``), so their values
+    and gradients are finite and the selection's gradient is exact.
+    """
+
+    index: Int[ArrayLike, ""]
+    t_min: Float[ArrayLike, ""]  # pyright: ignore[reportIncompatibleVariableOverride]
+    choices: tuple[AbstractPath, ...] = eqx.field(static=True, default=_ALL_PATHS)
+
+    def _call(self, method: str, *args: Any) -> Any:
+        *rest, t = args  # every method takes the time (or log-SNR) last
+        safe = 0.0 if method == "t_of_log_snr" else 0.5
+        outs = [
+            getattr(path, method)(*rest, jnp.where(self.index == k, t, safe))
+            for k, path in enumerate(self.choices)
+        ]
+        return jax.tree.map(
+            lambda *o: jnp.select([self.index == k for k in range(len(o))], o), *outs
+        )
+
+    def alpha(self, t):
+        return self._call("alpha", t)
+
+    def sigma(self, t):
+        return self._call("sigma", t)
+
+    def d_alpha(self, t):
+        return self._call("d_alpha", t)
+
+    def d_sigma(self, t):
+        return self._call("d_sigma", t)
+
+    def t_of_log_snr(self, lam):
+        return self._call("t_of_log_snr", lam)
+
+    def log_snr(self, t):
+        return self._call("log_snr", t)
+
+    def sample(self, x0, eps, t):
+        return self._call("sample", x0, eps, t)
+
+    def velocity_from_score(self, score, x, t):
+        return self._call("velocity_from_score", score, x, t)
+
+    def score_from_velocity(self, velocity, x, t):
+        return self._call("score_from_velocity", velocity, x, t)
+
+    def score_from_eps(self, eps, t):
+        return self._call("score_from_eps", eps, t)
+
+    def eps_from_score(self, score, t):
+        return self._call("eps_from_score", score, t)
+
+    def velocity_from_eps(self, eps, x, t):
+        return self._call("velocity_from_eps", eps, x, t)
+
+    def eps_from_velocity(self, velocity, x, t):
+        return self._call("eps_from_velocity", velocity, x, t)
+
+
+def _paths(
+    rectified: bool = False, only: Sequence[str] | None = None
+) -> list[tuple[str, _SwitchPath]]:
+    """`paths` as `_SwitchPath` s: the checks compile once for all of them."""
+    return [
+        (name, _SwitchPath(np.asarray(_PATH_INDEX[name]), np.asarray(float(path.t_min))))
+        for name, path in paths(rectified, only)
+    ]
 
 
 def _rel(got: Any, ref: Any) -> float:
@@ -165,7 +249,7 @@ class _VelocityField(eqx.Module):
 
 @_jit
 def _flow_map(field, path, x1):
-    return integrate(
+    y = integrate(
         field,
         path,
         x1,
@@ -175,6 +259,12 @@ def _flow_map(field, path, x1):
         t_start=T_START,
         t_end=T_END,
     ).x
+    return y, path.alpha(T_END), path.sigma(T_END)
+
+
+@_jit
+def _schedule(path, t):
+    return path.alpha(t), path.sigma(t)
 
 
 def pushforward(
@@ -192,9 +282,8 @@ def pushforward(
     mean1, cov1 = np.asarray(mean1), np.asarray(cov1)
     chol = np.linalg.cholesky(cov1)
     x1 = np.concatenate([mean1[None], mean1[None] + chol.T], axis=0)
-    y = np.asarray(_flow_map(field, path, jnp.asarray(x1)))
+    y, a, s = (np.asarray(v) for v in _flow_map(field, path, x1))
     phi = (y[1:] - y[0]).T
-    a, s = float(path.alpha(T_END)), float(path.sigma(T_END))
     cov = phi @ phi.T - s**2 * np.eye(mean1.shape[0])
     cov = 0.5 * (cov + cov.T)
     return y[0] / a, cov / a**2
@@ -202,7 +291,7 @@ def pushforward(
 
 def _start(mean: Any, cov: Any, path: AbstractPath) -> tuple[np.ndarray, np.ndarray]:
     """The exact marginal at ``T_START`` of a Gaussian target ``N(mean, cov)``."""
-    a, s = float(path.alpha(T_START)), float(path.sigma(T_START))
+    a, s = (float(v) for v in _schedule(path, np.asarray(T_START)))
     return a * np.asarray(mean), a**2 * np.asarray(cov) + s**2 * np.eye(len(mean))
 
 
@@ -271,7 +360,7 @@ def _lemma_3_2(
     data, _ = mixture_2d()
     centres, z, t = _points(1, data)
     errors: dict[str, float] = {}
-    for pname, path in paths(rectified=True, only=only_paths):
+    for pname, path in _paths(rectified=True, only=only_paths):
         got, ref = _lemma_3_2_case(data, path, centres, z, t, velocity_from_score)
         for q in got:
             errors[f"{pname}/{q}"] = _rel(got[q], ref[q])
@@ -323,7 +412,7 @@ def _theorem_4_1_continuity(
     for dname, (data, beta) in (("finite", finite_2d()), ("mixture", mixture_2d())):
         cases[dname] = (data, *_points(3, data), beta)
     errors: dict[str, float] = {}
-    for pname, path in paths(rectified=True, only=only_paths):
+    for pname, path in _paths(rectified=True, only=only_paths):
         for dname, res in _continuity_case(cases, path, velocity).items():
             errors[f"{pname}/{dname}"] = _max(res)
     return Outcome(errors)
@@ -346,7 +435,7 @@ def _theorem_4_1_pushforward(
     data, beta = gauss_2d()
     m_star, s_star = tilted_closed_form(GAUSS_MEAN, GAUSS_COV, GAUSS_A, GAUSS_C, beta)
     errors: dict[str, float] = {}
-    for pname, path in paths(only=only_paths):
+    for pname, path in _paths(only=only_paths):
         field = _VelocityField(data, path, jnp.asarray(beta), velocity)
         mean, cov = pushforward(field, path, *_start(m_star, s_star, path))
         errors[f"{pname}/mean"] = _rel(mean, m_star)
@@ -447,7 +536,7 @@ def _loss_gap(
     w = weights(data.energy, beta)
     errors: dict[str, float] = {}
     info: dict[str, float] = {}
-    for pname, path in paths(only=only_paths):
+    for pname, path in _paths(only=only_paths):
         T, X, H = _grid(path)
         g = _grid_case(data, path, T, X, w, beta, velocity, eps)
         tgt, best, mt = g[target]
@@ -593,7 +682,7 @@ def _remark_4_6(
     field, cfield = _jit(_remark_nets)(jr.key(20))
     keys = [jr.key(30)]
     errors: dict[str, float] = {}
-    for pname, path in paths(only=only_paths):
+    for pname, path in _paths(only=only_paths):
         out = _remark_4_6_case(path, x0, energy, beta, keys, field, cfield, efm, ed)
         for i, case in enumerate(out):
             for q, (got, ref) in case.items():
@@ -643,7 +732,7 @@ def _corollary_4_7(
     ):
         cases[dname] = (data, *_points(4, data), beta)
     errors: dict[str, float] = {}
-    for pname, path in paths(only=only_paths):
+    for pname, path in _paths(only=only_paths):
         for dname, out in _score_case(cases, path, score).items():
             for q, (got, ref) in out.items():
                 errors[f"{pname}/{dname}/{q}"] = _rel(got, ref)
@@ -660,9 +749,9 @@ class _Mix(eqx.Module):
     path: AbstractPath
 
     def __call__(self, x, t, cond):
-        v0 = guided_velocity(self.data, self.path, x, t, 0.0)
-        v1 = guided_velocity(self.data, self.path, x, t, 1.0)
-        return (1 - cond[0]) * v0 + cond[0] * v1
+        # p(x | c) ∝ p(x) exp(-E(x)): the guided velocity at beta = cond[0] is the
+        # unconditional one at cond = [0] and the conditional one at [1]
+        return guided_velocity(self.data, self.path, x, t, cond[0])
 
 
 class _Uncond(eqx.Module):
@@ -707,8 +796,9 @@ CFG_SCALE = 2.0
 
 class _GuidanceField(eqx.Module):
     """Energy guidance (``cfg = 0``: `EnergyGuidedField` with ``energy_net(data, path, beta)``)
-    or `CFGField` with scale ``CFG_SCALE`` (``cfg = 1``), switched by a traced flag so the
-    sampler compiles once per path for every scale and both guidances."""
+    or `CFGField` with scale ``CFG_SCALE`` (``cfg = 1``), selected by a traced flag so the
+    sampler compiles once for every path, scale and both guidances. Both are computed (a
+    `lax.cond` under the sampler's `vmap` costs seconds of tracing)."""
 
     data: GaussianMixture
     path: AbstractPath
@@ -726,7 +816,7 @@ class _GuidanceField(eqx.Module):
         def cfg():
             return CFGField(_Mix(data, path), CFG_SCALE, jnp.zeros(1))(x, t, jnp.ones(1))
 
-        return jax.lax.cond(self.cfg, cfg, energy)
+        return jnp.where(self.cfg, cfg(), energy())
 
 
 def _batch(field: Callable[..., Any], x: jax.Array, t: jax.Array, cond: Any = None) -> jax.Array:
@@ -739,18 +829,20 @@ def _lemma_4_10_case(data, path, centres, z, t, energy_net):
     mix, uncond = _Mix(data, path), _Uncond(data, path)
     classifier = _LogRatio(data, path, jnp.asarray(1.0))
     one, null = jnp.ones(1), jnp.zeros(1)
-    out = {}
-    for w in SCALES:
+
+    def at_scale(w):  # w traced: one trace for every scale
         cfg = CFGField(mix, w, null)
         cg = EnergyGuidedField(uncond, classifier, path, w, "velocity")
         eg = EnergyGuidedField(uncond, energy_net(data, path, w), path, 1.0, "velocity")
-        out[w] = {
+        return {
             "CFG": _batch(cfg, x, t, one),
             "CG": _batch(cg, x, t),
             "EG": _batch(eg, x, t),
-            "Thm4.1": _batch(_VelocityField(data, path, jnp.asarray(w), guided_velocity), x, t),
+            "Thm4.1": _batch(_VelocityField(data, path, w, guided_velocity), x, t),
         }
-    return out
+
+    out = jax.vmap(at_scale)(jnp.asarray(SCALES))
+    return {w: jax.tree.map(lambda v, i=i: v[i], out) for i, w in enumerate(SCALES)}
 
 
 @register(
@@ -778,7 +870,7 @@ def _lemma_4_10(
     errors: dict[str, float] = {}
     info: dict[str, float] = {}
     ok = True
-    for pname, path in paths(only=only_paths):
+    for pname, path in _paths(only=only_paths):
         out = _lemma_4_10_case(data, path, centres, z, t, energy_net)
         for w, v in out.items():
             errors[f"{pname}/w={w}/CFG = CG"] = _rel(v["CFG"], v["CG"])
@@ -860,7 +952,7 @@ def _lemma_4_11(
     w = weights(jnp.asarray(energy(logp_c)), 1.0)
     centres, z, t = _points(6, data0)
     errors: dict[str, float] = {}
-    for pname, path in paths(only=only_paths):
+    for pname, path in _paths(only=only_paths):
         best, ref = _lemma_4_11_case(data0, jnp.asarray(logp_c), w, path, centres, z, t)
         errors[pname] = _rel(best, ref)
     return Outcome(errors)
@@ -892,7 +984,7 @@ def _eq_5_4(
     errors: dict[str, float] = {}
     beta, n_rounds = 0.7, 3
     m_n, s_n = tilted_closed_form(GAUSS_MEAN, GAUSS_COV, GAUSS_A, GAUSS_C, n_rounds * beta)
-    for pname, path in paths(only=only_paths):
+    for pname, path in _paths(only=only_paths):
         mean, cov = GAUSS_MEAN, GAUSS_COV
         for _ in range(n_rounds):
             data, _ = gauss_2d(mean, cov)
