@@ -311,23 +311,26 @@ def tiny_dataset(tmp_path_factory):
 
 
 def _params(run_dir, cfg):
-    from ewfm.rl._pipeline import make_field
+    from ewfm.rl._pipeline import stacked_fields
 
-    like = (make_field(cfg, 11, 3, jr.key(0)), None)
+    like = (stacked_fields(cfg, 11, 3, jr.split(jr.key(0), cfg.seeds)), None)
     tree, _ = ewfm.load_checkpoint(run_dir / "checkpoints" / "policy.eqx", like)
     return jax.tree_util.tree_leaves(eqx.filter(tree, eqx.is_array))
 
 
-def test_end_to_end_kill_and_resume(tiny_dataset, tmp_path):
+def test_end_to_end_kill_and_resume_with_two_seeds(tiny_dataset, tmp_path):
+    """A ``--seeds 2`` run: killed and resumed it matches the uninterrupted run exactly, and
+    its second seed is what a separate ``--seed 4`` run trains (one vmapped program)."""
     from ewfm.rl import evaluate_run, train
     from ewfm.rl._pipeline import StopTraining
 
-    cfg = resolve_config("quick", overrides=dict(TINY, dataset=tiny_dataset))
-    full = train(cfg, tmp_path / "a", progress=False, log=lambda s: None)
+    quiet = dict(progress=False, log=lambda s: None)
+    cfg = resolve_config("quick", overrides=dict(TINY, dataset=tiny_dataset, seed=3, seeds=2))
+    full = train(cfg, tmp_path / "a", **quiet)
     with pytest.raises(StopTraining):
-        train(cfg, tmp_path / "b", progress=False, log=lambda s: None, stop_after=("qipo", 1))
+        train(cfg, tmp_path / "b", stop_after=("qipo", 1), **quiet)
     assert not (tmp_path / "b" / "summary.json").exists()
-    resumed = train(cfg, tmp_path / "b", resume=True, progress=False, log=lambda s: None)
+    resumed = train(cfg, tmp_path / "b", resume=True, **quiet)
     assert resumed["scores"] == full["scores"]
     for x, y in zip(_params(tmp_path / "a", cfg), _params(tmp_path / "b", cfg), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
@@ -340,13 +343,23 @@ def test_end_to_end_kill_and_resume(tiny_dataset, tmp_path):
     assert stages == ["behaviour", "critic"] + ["qipo"] * 3
     for name in ("config.json", "summary.json", "curves.png", "metrics.jsonl"):
         assert (tmp_path / "a" / name).is_file()
-    assert math.isfinite(full["score_mean"]) and full["episodes"] == 2
+    assert math.isfinite(full["score_mean"]) and full["episodes"] == 4
+    assert full["seeds"] == 2 and len(full["seed_scores"]) == 2
     ev = evaluate_run(tmp_path / "a", episodes=2, seed=full["seed"] * 100_000 + 99_999)
-    assert math.isfinite(ev["score_mean"])
+    assert math.isfinite(ev["score_mean"]) and ev["episodes"] == 4
+
+    # the second seed of the pair is the single run with --seed 4
+    one = resolve_config("quick", overrides=dict(TINY, dataset=tiny_dataset, seed=4, eval_every=0))
+    single = train(one, tmp_path / "s", **quiet)
+    assert single["seeds"] == 1 and len(single["seed_scores"]) == 1
+    for x, y in zip(_params(tmp_path / "a", cfg), _params(tmp_path / "s", one), strict=True):
+        # same PRNG streams and data; only the batched kernels' float32 rounding may differ
+        np.testing.assert_allclose(np.asarray(x)[1], np.asarray(y)[0], rtol=2e-3, atol=2e-4)
+
     # a rebuilt dataset (another size) is refused on resume
     stats = json.loads((tmp_path / "b" / "obs_stats.json").read_text())
     assert stats["transitions"] > 0
     stats["transitions"] += 1
     (tmp_path / "b" / "obs_stats.json").write_text(json.dumps(stats))
     with pytest.raises(ConfigError, match="dataset was rebuilt"):
-        train(cfg, tmp_path / "b", resume=True, progress=False, log=lambda s: None)
+        train(cfg, tmp_path / "b", resume=True, **quiet)

@@ -29,7 +29,7 @@ class TrainConfig:
     algo: str = "qipo-ot"
     dataset: str = "hopper-medium"
     seed: int = 0
-    seeds: int = 1
+    seeds: int = 1  # K seeds (seed .. seed+K-1) trained side by side in one vmapped program
     # data: transitions used by the critic and the support sets (0 = all of them)
     subset: int = 100_000
     steps_per_epoch: int = 1000
@@ -210,10 +210,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"unknown solver {cfg.solver!r}; choose one of {', '.join(solvers[1:])}.")
     if cfg.solver == "dpm2" and cfg.path_kind == "ot":
         raise ConfigError("solver dpm2 needs a VP model (qipo-diff or qgpo); use midpoint.")
-    if cfg.seeds != 1:
-        raise ConfigError(
-            "--seeds K > 1 is not implemented yet; run K seeds with --seed 0..K-1 instead."
-        )
+    if cfg.seeds > 64:
+        raise ConfigError(f"seeds must be at most 64 (one vmapped program), got {cfg.seeds}.")
     return cfg
 
 

@@ -19,6 +19,7 @@ run directory then holds ``config.json``, ``checkpoints/``, ``metrics.jsonl``,
 """
 
 import contextlib
+import dataclasses
 import functools
 import json
 import math
@@ -91,30 +92,98 @@ class _Keys:
         return self.k[name]
 
 
-class Policy(eqx.Module):
-    """``policy(obs [n_envs, obs_dim], key) -> actions`` for `ewfm.rl.evaluate`.
+class _SeedKeys:
+    """The `_Keys` streams of seeds ``seed .. seed + K - 1``, stacked on a leading seed axis.
 
-    A pytree (the evaluator jits it once; new weights do not recompile): observations are
-    normalised with the dataset statistics, then one action per row is sampled.
+    Seed ``j`` of a ``--seeds K`` run draws exactly the numbers a single run with
+    ``--seed seed+j`` draws (data subsets excepted: all seeds share the first seed's subset).
+    """
+
+    def __init__(self, seed: int, count: int):
+        self.keys = [_Keys(seed + j) for j in range(count)]
+
+    def __getitem__(self, name: str):
+        return jnp.stack([k[name] for k in self.keys])
+
+    def first(self, name: str):
+        return self.keys[0][name]
+
+
+def _fold(keys, i: int):
+    """``fold_in(key, i)`` for every seed's key."""
+    return jax.vmap(lambda k: jr.fold_in(k, i))(keys)
+
+
+def seed_slice(tree: Any, j: int) -> Any:
+    """Seed ``j`` of a tree whose arrays carry a leading seed axis (other leaves kept)."""
+    dyn, static = eqx.partition(tree, eqx.is_array)
+    return eqx.combine(jax.tree_util.tree_map(lambda x: x[j], dyn), static)
+
+
+def seed_count(tree: Any) -> int:
+    """Size of the leading seed axis of a stacked tree."""
+    return int(jax.tree_util.tree_leaves(eqx.filter(tree, eqx.is_array))[0].shape[0])
+
+
+def stacked_fields(cfg: TrainConfig, obs_dim: int, act_dim: int, keys) -> Any:
+    """One policy field per seed key, stacked (``eqx.filter_vmap`` of `make_field`)."""
+    return eqx.filter_vmap(lambda k: make_field(cfg, obs_dim, act_dim, k))(keys)
+
+
+def stacked_energy_nets(cfg: TrainConfig, obs_dim: int, act_dim: int, keys) -> Any:
+    return eqx.filter_vmap(lambda k: make_energy_net(cfg, obs_dim, act_dim, k))(keys)
+
+
+class Policy(eqx.Module):
+    """``policy(obs [K * n, obs_dim], key) -> actions`` for `ewfm.rl.evaluate`, K seeds at once.
+
+    ``field`` and ``energy_net`` carry a leading seed axis; rows ``j*n .. (j+1)*n - 1`` of the
+    observations are acted on by seed ``j`` (all seeds in one jitted call per environment
+    step). A pytree: the evaluator jits it once and new weights do not recompile.
+    Observations are normalised with the dataset statistics.
     """
 
     field: Any
+    energy_net: Any
     sampler: PolicySampler
     mean: Any
     std: Any
     act_dim: int = eqx.field(static=True)
+    algo: str = eqx.field(static=True)
+    guidance: float = eqx.field(static=True)
 
     def __call__(self, obs, key):
         s = (jnp.asarray(obs, jnp.float32) - self.mean) / self.std
-        return self.sampler(self.field, s, key, self.act_dim)
+        k = seed_count(self.field)
+        s = s.reshape(k, -1, s.shape[-1])
+
+        def one(field, energy_net, states, key):
+            f = _guided(self.algo, self.sampler.path, self.guidance, field, energy_net)
+            return self.sampler(f, states, key, self.act_dim)
+
+        a = eqx.filter_vmap(one)(self.field, self.energy_net, s, jr.split(key, k))
+        return a.reshape(-1, self.act_dim)
 
 
-def policy_field(cfg: TrainConfig, field: Any, energy_net: EnergyNet | None) -> Any:
-    """The field the policy samples: QGPO adds the energy gradient, the rest use ``field``."""
-    if cfg.algo == "qgpo":
+def _guided(algo: str, path: AbstractPath, guidance: float, field: Any, energy_net: Any) -> Any:
+    if algo == "qgpo":
         assert energy_net is not None
-        return EnergyGuidedField(field, energy_net, make_path(cfg), cfg.guidance, "eps")
+        return EnergyGuidedField(field, energy_net, path, guidance, "eps")
     return field
+
+
+def make_policy(cfg: TrainConfig, field: Any, energy_net: Any, mean, std, act_dim: int) -> Policy:
+    """The evaluation policy of stacked (per-seed) networks."""
+    return Policy(
+        field,
+        energy_net if cfg.algo == "qgpo" else None,
+        make_sampler(cfg),
+        jnp.asarray(mean),
+        jnp.asarray(std),
+        act_dim,
+        cfg.algo,
+        cfg.guidance,
+    )
 
 
 # -- the run directory ----------------------------------------------------------------------
@@ -167,16 +236,26 @@ def _check_run(cfg: TrainConfig, run: RunDir, resume: bool) -> None:
 
 
 def _evaluate(cfg, env_id, policy: Policy, episodes: int, key, seed: int) -> dict[str, Any]:
+    """``episodes`` episodes for each of the policy's K seeds, all in one lock-step batch.
+
+    Scores are pooled over episodes and seeds (``score_mean``/``score_std``); ``seed_scores``
+    holds each seed's mean.
+    """
     from . import evaluate  # the datasets issue's evaluator (gymnasium, lock-step envs)
 
     t0 = time.perf_counter()
-    res = evaluate(policy, env_id, episodes, seed, key=key, max_episode_steps=cfg.eval_max_steps)
+    k = seed_count(policy.field)
+    res = evaluate(
+        policy, env_id, episodes * k, seed, key=key, max_episode_steps=cfg.eval_max_steps
+    )
+    scores = np.asarray(res.normalized, np.float64)
     return {
         "score_mean": float(res.normalized_mean),
         "score_std": float(res.normalized_std),
         "return_mean": float(res.mean),
         "episodes": int(res.episodes),
-        "scores": [float(x) for x in np.asarray(res.normalized)],
+        "scores": [float(x) for x in scores],
+        "seed_scores": [float(x) for x in scores.reshape(k, episodes).mean(axis=1)],
         "eval_seconds": time.perf_counter() - t0,
     }
 
@@ -191,7 +270,7 @@ def _stage_loop(
     state: TrainState,
     epoch_fn: Callable,
     epochs: int,
-    key,
+    keys,
     get_data: Callable[[int, TrainState], tuple[Any, dict]],
     history: list[dict],
     extra_tree: Callable[[], Any],
@@ -206,17 +285,19 @@ def _stage_loop(
         for e in range(start, epochs):
             data, info = get_data(e, state)
             t0 = time.perf_counter()
-            state, losses = epoch_fn(state, data, jr.fold_in(key, e))
-            losses = np.asarray(losses)
+            state, losses = epoch_fn(state, data, _fold(keys, e))
+            losses = np.asarray(losses)  # [seeds, steps]
             dt = time.perf_counter() - t0
-            steps = losses.shape[0]
+            steps = losses.shape[1]
             loss = float(losses.mean())
             if not math.isfinite(loss):
                 raise FloatingPointError(
                     f"{name}: the loss became {loss} in epoch {e + 1}; lower the learning rate."
                 )
             m = {"stage": name, "epoch": e + 1, "loss": loss, "seconds": dt}
-            m["steps_per_s"] = steps / dt
+            m["steps_per_s"] = steps / dt  # per seed; K seeds run these steps side by side
+            if losses.shape[0] > 1:
+                m["seed_losses"] = [float(x) for x in losses.mean(axis=1)]
             m.update(info)
             ev = evaluate_at(e + 1, state)
             if ev is not None:
@@ -329,40 +410,48 @@ def train(
     norm = lambda x: jnp.asarray((np.asarray(x, np.float32) - mean) / std)
     s_all, a_all = norm(tr.observations), jnp.asarray(tr.actions, jnp.float32)
     obs_dim, act_dim = s_all.shape[1], a_all.shape[1]
-    keys = _Keys(cfg.seed)
+    keys = _SeedKeys(cfg.seed, cfg.seeds)
+    n_seeds = cfg.seeds
     n = tr.size
     if cfg.subset and cfg.subset < n:
-        idx = np.sort(np.asarray(jr.choice(keys["subset"], n, (cfg.subset,), replace=False)))
+        idx = np.sort(np.asarray(jr.choice(keys.first("subset"), n, (cfg.subset,), replace=False)))
     else:
         idx = np.arange(n)
     sampler = make_sampler(cfg)
     history: list[dict] = []
     stage_times: dict[str, float] = {}
 
-    def run_eval(field, episodes: int, tag: int) -> dict:
+    def run_eval(field, energy_net, episodes: int, tag: int) -> dict:
         # the key and env seed depend only on (seed, tag): a resumed run evaluates the same
-        k = jr.fold_in(keys["eval"], tag)
-        pol = Policy(field, sampler, jnp.asarray(mean), jnp.asarray(std), act_dim)
+        k = jr.fold_in(keys.first("eval"), tag)
+        pol = make_policy(cfg, field, energy_net, mean, std, act_dim)
         return _evaluate(cfg, env_id, pol, episodes, k, cfg.seed * 100_000 + tag)
 
     last_stage = {"bc": "behaviour", "qgpo": "cep"}.get(cfg.algo, "qipo")
 
-    def periodic_eval(stage: str, to_field: Callable[[TrainState], Any]):
+    def periodic_eval(stage: str, to_policy: Callable[[TrainState], tuple[Any, Any]]):
         def at(epoch: int, state: TrainState) -> dict | None:
             if stage != last_stage or not cfg.eval_every or not cfg.eval_episodes:
                 return None
             if epoch % cfg.eval_every or epoch == _stage_epochs(cfg, stage):
                 return None
-            field = to_field(state)
-            save_checkpoint(run.ckpt / f"eval_{stage}_{epoch:04d}.eqx", field, {"epoch": epoch})
-            return run_eval(field, cfg.eval_episodes, epoch)
+            field, energy_net = to_policy(state)
+            save_checkpoint(
+                run.ckpt / f"eval_{stage}_{epoch:04d}.eqx", (field, energy_net), {"epoch": epoch}
+            )
+            return run_eval(field, energy_net, cfg.eval_episodes, epoch)
 
         return at
 
+    def per_seed(fn: Callable[[int], Any]) -> Any:
+        """``fn(j)`` for every seed, stacked (support draws: one compiled program reused)."""
+        outs = [fn(j) for j in range(n_seeds)]
+        return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *outs)
+
     # 1. behaviour warm-up ------------------------------------------------------------------
-    field0 = make_field(cfg, obs_dim, act_dim, jr.fold_in(keys["init"], 0))
-    opt, bc_epoch = _stage_fns("behaviour", cfg)
-    beh = init_state(field0, opt)
+    opt, bc_epoch = _stage_fns("behaviour", _program_key(cfg))
+    fields0 = stacked_fields(cfg, obs_dim, act_dim, _fold(keys["init"], 0))
+    beh = eqx.filter_vmap(lambda f: init_state(f, opt))(fields0)
     loaded, start, hist = _load_stage(run, "behaviour", (beh, None))
     if loaded is not None:
         beh, history = loaded[0], hist or []
@@ -373,11 +462,11 @@ def train(
         state=beh,
         epoch_fn=bc_epoch,
         epochs=cfg.bc_epochs,
-        key=keys["behaviour"],
+        keys=keys["behaviour"],
         get_data=lambda e, st: ((s_all, a_all), {}),
         history=history,
         extra_tree=lambda: None,
-        evaluate_at=periodic_eval("behaviour", lambda st: st.ema),
+        evaluate_at=periodic_eval("behaviour", lambda st: (st.ema, None)),
         progress=progress,
         stop_after=stop_after,
         start=start,
@@ -392,33 +481,36 @@ def train(
         sub = lambda x: jnp.asarray(np.asarray(x, np.float32)[idx])
         s_sub, a_sub = s_all[idx], a_all[idx]
         ns_sub = norm(np.asarray(tr.next_observations)[idx])
-        sup_like = jnp.zeros((len(idx), cfg.critic_support, act_dim), jnp.float32)
+        sup_like = jnp.zeros((n_seeds, len(idx), cfg.critic_support, act_dim), jnp.float32)
         sup_path = run.ckpt / "critic_supports.eqx"
         if sup_path.exists():
             next_sup, _ = load_checkpoint(sup_path, sup_like)
         else:
             ts = time.perf_counter()
-            next_sup = draw_supports_jit(
-                beh.ema,
-                sampler,
-                ns_sub,
-                keys["critic_support"],
-                m=cfg.critic_support,
-                action_dim=act_dim,
+            critic_keys = keys["critic_support"]
+            next_sup = per_seed(
+                lambda j: draw_supports_jit(
+                    seed_slice(beh.ema, j),
+                    sampler,
+                    ns_sub,
+                    critic_keys[j],
+                    m=cfg.critic_support,
+                    action_dim=act_dim,
+                )
             )
             next_sup = jax.block_until_ready(next_sup)
             save_checkpoint(sup_path, next_sup, {"seconds": time.perf_counter() - ts})
             log(f"critic supports: {next_sup.shape} in {time.perf_counter() - ts:.0f} s")
         cbatch = CriticBatch(s_sub, a_sub, sub(tr.rewards), ns_sub, sub(tr.terminals), next_sup)
-        critic0 = make_critic(
-            obs_dim,
-            act_dim,
-            width=cfg.critic_width,
-            depth=cfg.critic_depth,
-            key=jr.fold_in(keys["init"], 1),
-        )
-        copt, critic_epoch = _stage_fns("critic", cfg)
-        cst = init_state(critic0, copt)
+        copt, critic_epoch = _stage_fns("critic", _program_key(cfg))
+        cst = eqx.filter_vmap(
+            lambda k: init_state(
+                make_critic(
+                    obs_dim, act_dim, width=cfg.critic_width, depth=cfg.critic_depth, key=k
+                ),
+                copt,
+            )
+        )(_fold(keys["init"], 1))
         loaded, start, hist = _load_stage(run, "critic", (cst, None))
         if loaded is not None:
             cst, history = loaded[0], hist or history
@@ -428,7 +520,7 @@ def train(
             state=cst,
             epoch_fn=critic_epoch,
             epochs=cfg.critic_epochs,
-            key=keys["critic"],
+            keys=keys["critic"],
             get_data=lambda e, st: (cbatch, {}),
             history=history,
             extra_tree=lambda: None,
@@ -443,7 +535,7 @@ def train(
         # the states that carry support sets (QIPO renewals, CEP): a random part of the subset
         if cfg.qipo_subset and cfg.qipo_subset < len(idx):
             rows = jr.choice(
-                jr.fold_in(keys["subset"], 1), len(idx), (cfg.qipo_subset,), replace=False
+                jr.fold_in(keys.first("subset"), 1), len(idx), (cfg.qipo_subset,), replace=False
             )
             rows = np.sort(np.asarray(rows))
         else:
@@ -454,23 +546,28 @@ def train(
             # 3'. CEP energy network on behaviour supports ----------------------------------
             t0 = time.perf_counter()
             sp = run.ckpt / "cep_supports.eqx"
-            like = jnp.zeros((len(rows), cfg.support, act_dim), jnp.float32)
+            like = jnp.zeros((n_seeds, len(rows), cfg.support, act_dim), jnp.float32)
             if sp.exists():
                 sup, _ = load_checkpoint(sp, like)
             else:
-                sup = draw_supports_jit(
-                    beh.ema,
-                    sampler,
-                    s_q,
-                    jr.fold_in(keys["cep"], 1),
-                    m=cfg.support,
-                    action_dim=act_dim,
+                cep_keys = _fold(keys["cep"], 1)
+                sup = per_seed(
+                    lambda j: draw_supports_jit(
+                        seed_slice(beh.ema, j),
+                        sampler,
+                        s_q,
+                        cep_keys[j],
+                        m=cfg.support,
+                        action_dim=act_dim,
+                    )
                 )
                 save_checkpoint(sp, sup, {})
-            sset = SupportSet(s_q, sup, _chunked_q(score_q, qnet, s_q, sup))
-            en0 = make_energy_net(cfg, obs_dim, act_dim, jr.fold_in(keys["init"], 2))
-            eopt, cep_epoch = _stage_fns("cep", cfg)
-            est = init_state(en0, eopt)
+            sq = per_seed(lambda j: _chunked_q(score_q, seed_slice(qnet, j), s_q, sup[j]))
+            sset = SupportSet(s_q, sup, sq)
+            eopt, cep_epoch = _stage_fns("cep", _program_key(cfg))
+            est = eqx.filter_vmap(lambda e: init_state(e, eopt))(
+                stacked_energy_nets(cfg, obs_dim, act_dim, _fold(keys["init"], 2))
+            )
             loaded, start, hist = _load_stage(run, "cep", (est, None))
             if loaded is not None:
                 est, history = loaded[0], hist or history
@@ -481,11 +578,11 @@ def train(
                 state=est,
                 epoch_fn=cep_epoch,
                 epochs=cfg.cep_epochs,
-                key=keys["cep"],
+                keys=keys["cep"],
                 get_data=lambda e, st: (sset, {}),
                 history=history,
                 extra_tree=lambda: None,
-                evaluate_at=periodic_eval("cep", lambda st: policy_field(cfg, beh_field, st.ema)),
+                evaluate_at=periodic_eval("cep", lambda st: (beh_field, st.ema)),
                 progress=progress,
                 stop_after=stop_after,
                 start=start,
@@ -495,40 +592,45 @@ def train(
         else:
             # 3. QIPO iterations -----------------------------------------------------------
             t0 = time.perf_counter()
-            qopt, qipo_epoch = _stage_fns("qipo", cfg)
-            qst = TrainState(
-                beh.ema,
-                beh.ema,
-                qopt.init(eqx.filter(beh.ema, eqx.is_inexact_array)),
-                jnp.zeros((), jnp.int32),
-            )
+            qopt, qipo_epoch = _stage_fns("qipo", _program_key(cfg))
+            qst = eqx.filter_vmap(
+                lambda m: TrainState(
+                    m,
+                    m,
+                    qopt.init(eqx.filter(m, eqx.is_inexact_array)),
+                    jnp.zeros((), jnp.int32),
+                )
+            )(beh.ema)
             set_like = SupportSet(
                 s_q,
-                jnp.zeros((len(rows), cfg.support, act_dim), jnp.float32),
-                jnp.zeros((len(rows), cfg.support), jnp.float32),
+                jnp.zeros((n_seeds, len(rows), cfg.support, act_dim), jnp.float32),
+                jnp.zeros((n_seeds, len(rows), cfg.support), jnp.float32),
             )
             loaded, start, hist = _load_stage(run, "qipo", (qst, set_like))
             current: dict[str, Any] = {"set": None}
             if loaded is not None:
                 qst, current["set"], history = loaded[0], loaded[1], hist or history
             keep = a_q if cfg.keep_data_action else None
+            qipo_keys = keys["qipo"]
 
             def get_data(e: int, st: TrainState):
                 info: dict[str, Any] = {}
                 if e % cfg.renew_every == 0 or current["set"] is None:
                     ts = time.perf_counter()
-                    k = jr.fold_in(keys["qipo"], 10_000 + e)
-                    current["set"] = renew_supports(
-                        st,
-                        sampler,
-                        score_q,
-                        qnet,
-                        s_q,
-                        k,
-                        m=cfg.support,
-                        action_dim=act_dim,
-                        data_actions=keep,
+                    sets = per_seed(
+                        lambda j: renew_supports(
+                            seed_slice(st, j),
+                            sampler,
+                            score_q,
+                            seed_slice(qnet, j),
+                            s_q,
+                            jr.fold_in(qipo_keys[j], 10_000 + e),
+                            m=cfg.support,
+                            action_dim=act_dim,
+                            data_actions=keep,
+                        )
                     )
+                    current["set"] = SupportSet(s_q, sets.actions, sets.q)
                     info.update(_support_stats(current["set"], cfg.beta))
                     info["renew_seconds"] = time.perf_counter() - ts
                 return current["set"], info
@@ -539,11 +641,11 @@ def train(
                 state=qst,
                 epoch_fn=qipo_epoch,
                 epochs=cfg.qipo_epochs,
-                key=keys["qipo"],
+                keys=qipo_keys,
                 get_data=get_data,
                 history=history,
                 extra_tree=lambda: current["set"],
-                evaluate_at=periodic_eval("qipo", lambda st: st.ema),
+                evaluate_at=periodic_eval("qipo", lambda st: (st.ema, None)),
                 progress=progress,
                 stop_after=stop_after,
                 start=start,
@@ -552,13 +654,18 @@ def train(
             stage_times["qipo"] = time.perf_counter() - t0
 
     # 4. final policy and evaluation -----------------------------------------------------------
-    final_tree = (policy, energy_net)
-    save_checkpoint(run.ckpt / "policy.eqx", final_tree, {"algo": cfg.algo})
+    save_checkpoint(
+        run.ckpt / "policy.eqx", (policy, energy_net), {"algo": cfg.algo, "seeds": n_seeds}
+    )
     t0 = time.perf_counter()
-    ev = run_eval(policy_field(cfg, policy, energy_net), cfg.final_episodes, 99_999)
+    ev = run_eval(policy, energy_net, cfg.final_episodes, 99_999)
     if cfg.eval_behaviour and cfg.algo != "bc":
-        bev = run_eval(beh.ema, cfg.final_episodes, 99_998)
-        extra = {"behaviour_score_mean": bev["score_mean"], "behaviour_score_std": bev["score_std"]}
+        bev = run_eval(beh.ema, None, cfg.final_episodes, 99_998)
+        extra = {
+            "behaviour_score_mean": bev["score_mean"],
+            "behaviour_score_std": bev["score_std"],
+            "behaviour_seed_scores": bev["seed_scores"],
+        }
     else:
         extra = {}
     summary = {
@@ -566,8 +673,10 @@ def train(
         "dataset": ds_id,
         "env": env_id,
         "seed": cfg.seed,
+        "seeds": n_seeds,
         "score_mean": ev["score_mean"],
         "score_std": ev["score_std"],
+        "seed_scores": ev["seed_scores"],
         "return_mean": ev["return_mean"],
         "episodes": ev["episodes"],
         "scores": ev["scores"],
@@ -586,9 +695,18 @@ def train(
 _score_q = eqx.filter_jit(q_values)
 
 
+def _program_key(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` without the settings that do not change a stage's program (better caching)."""
+    return dataclasses.replace(cfg, seed=0, seeds=1, dataset="", eval_every=0, final_episodes=1)
+
+
 @functools.lru_cache(maxsize=32)
 def _stage_fns(stage: str, cfg: TrainConfig) -> tuple[Any, Callable]:
-    """The optimiser and the jitted epoch of a stage, cached per config (compile once)."""
+    """The optimiser and the jitted epoch of a stage, vmapped over seeds, cached per config.
+
+    The epoch takes states and keys with a leading seed axis; the data is shared by all
+    seeds except the per-seed support actions (and their Q-values) of the later stages.
+    """
     path = make_path(cfg)
     ema = cfg.ema_decay
     if stage == "behaviour":
@@ -610,7 +728,15 @@ def _stage_fns(stage: str, cfg: TrainConfig) -> tuple[Any, Callable]:
     else:
         opt, batch = optax.adam(cfg.qipo_lr), cfg.qipo_states
         loss = make_qipo_loss(path, cfg.beta, "velocity" if cfg.path_kind == "ot" else "eps")
-    return opt, make_epoch(loss, opt, batch_size=batch, steps=cfg.steps_per_epoch, ema_decay=ema)
+    epoch = make_epoch(loss, opt, batch_size=batch, steps=cfg.steps_per_epoch, ema_decay=ema)
+    data_axes: Any = {
+        "behaviour": None,
+        "critic": CriticBatch(None, None, None, None, None, 0),  # pyright: ignore[reportArgumentType]
+        "cep": SupportSet(None, 0, 0),  # pyright: ignore[reportArgumentType]
+        "qipo": SupportSet(None, 0, 0),  # pyright: ignore[reportArgumentType]
+    }[stage]
+    vepoch = eqx.filter_vmap(epoch, in_axes=(eqx.if_array(0), data_axes, 0))
+    return opt, eqx.filter_jit(vepoch)
 
 
 def _stage_epochs(cfg: TrainConfig, stage: str) -> int:
@@ -740,26 +866,22 @@ def evaluate_run(
     mean, std = np.asarray(stats["mean"], np.float32), np.asarray(stats["std"], np.float32)
     obs_dim = mean.shape[0]
     act_dim = int(stats["act_dim"])
-    k = jr.key(0)
-    field_like = make_field(cfg, obs_dim, act_dim, k)
-    energy_like = make_energy_net(cfg, obs_dim, act_dim, k) if cfg.algo == "qgpo" else None
-    if checkpoint is None:
-        p = run.ckpt / "policy.eqx"
-        if not p.exists():
+    ks = jr.split(jr.key(0), cfg.seeds)
+    field_like = stacked_fields(cfg, obs_dim, act_dim, ks)
+    energy_like = stacked_energy_nets(cfg, obs_dim, act_dim, ks) if cfg.algo == "qgpo" else None
+    p = run.ckpt / (checkpoint or "policy.eqx")
+    if not p.exists():
+        if checkpoint is None:
             raise ConfigError(f"{run.root} has no final policy yet; finish it with --resume.")
+        raise ConfigError(f"no checkpoint {p}; see {run.ckpt} for the saved ones.")
+    try:
         (field, energy_net), _ = load_checkpoint(p, (field_like, energy_like))
-        pf = policy_field(cfg, field, energy_net)
-    else:
-        p = run.ckpt / checkpoint
-        if not p.exists():
-            raise ConfigError(f"no checkpoint {p}; see {run.ckpt} for the saved ones.")
-        like = (
-            EnergyGuidedField(field_like, energy_like, make_path(cfg), cfg.guidance, "eps")  # pyright: ignore[reportArgumentType]
-            if cfg.algo == "qgpo"
-            else field_like
-        )
-        pf, _ = load_checkpoint(p, like)
-    pol = Policy(pf, make_sampler(cfg), jnp.asarray(mean), jnp.asarray(std), act_dim)
+    except (ValueError, RuntimeError) as e:
+        raise ConfigError(
+            f"{p} does not match this run's networks ({e}); it was written by another "
+            "version of ewfm: re-train the run."
+        ) from None
+    pol = make_policy(cfg, field, energy_net, mean, std, act_dim)
     env_id = env_id_for(cfg.dataset)
     ev = _evaluate(cfg, env_id, pol, episodes or cfg.final_episodes, jr.key(seed), seed)
     ev["checkpoint"] = str(p)
