@@ -17,6 +17,7 @@ from ewfm.rl import (
     PolicySampler,
     SupportSet,
     critic_loss,
+    discounted_returns,
     make_critic,
     make_qipo_loss,
     q_values,
@@ -51,6 +52,29 @@ def test_support_target_hand_computed():
     np.testing.assert_allclose(np.asarray(y0), [2.0, 5.0 / 3.0], rtol=1e-6)
     yinf = support_target(next_q, jnp.zeros(2), jnp.zeros(2), 1.0, 1e4)
     np.testing.assert_allclose(np.asarray(yinf), [3.0, 5.0], rtol=1e-6)
+
+
+def test_discounted_returns_match_a_loop():
+    """Returns restart at every episode end; truncated tails continue at the mean reward."""
+    g = 0.9
+    r = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
+    term = np.array([0, 1, 0, 0, 0, 0, 0], np.float32)  # episode 1: steps 0-1, terminated
+    tout = np.array([0, 0, 0, 1, 0, 0, 0], np.float32)  # episode 2: steps 2-3, time limit
+    got = discounted_returns(r, term, tout, g)  # episode 3: steps 4-6, the data stops
+
+    def by_hand(seg, truncated):
+        out, acc = [], (np.mean(seg) / (1 - g) if truncated else 0.0)
+        for x in seg[::-1]:
+            acc = x + g * acc
+            out.append(acc)
+        return out[::-1]
+
+    want = by_hand(r[:2], False) + by_hand(r[2:4], True) + by_hand(r[4:], True)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert got[1] == 2.0  # a terminal step is worth its reward only
+    # far from any end the returns of a constant reward approach r / (1 - g)
+    flat = discounted_returns(np.ones(400), np.zeros(400), np.eye(1, 400, 399)[0], 0.99)
+    np.testing.assert_allclose(flat, 100.0, rtol=1e-12)
 
 
 def test_critic_loss_matches_loop_and_stops_target_gradient():
@@ -275,6 +299,7 @@ TINY = dict(
     critic_width=32,
     critic_depth=1,
     bc_epochs=1,
+    critic_mc_epochs=1,
     critic_epochs=1,
     qipo_epochs=3,
     renew_every=2,
@@ -340,7 +365,9 @@ def test_end_to_end_kill_and_resume_with_two_seeds(tiny_dataset, tmp_path):
     ]
     assert strip(tmp_path / "a") == strip(tmp_path / "b")
     stages = [m["stage"] for m in strip(tmp_path / "a")]
-    assert stages == ["behaviour", "critic"] + ["qipo"] * 3
+    assert stages == ["behaviour", "critic", "critic"] + ["qipo"] * 3
+    phases = [m.get("phase") for m in strip(tmp_path / "a")]
+    assert phases[1:3] == ["returns", "td"]
     for name in ("config.json", "summary.json", "curves.png", "metrics.jsonl"):
         assert (tmp_path / "a" / name).is_file()
     assert math.isfinite(full["score_mean"]) and full["episodes"] == 4

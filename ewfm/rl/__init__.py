@@ -17,9 +17,12 @@ from ._config import (
 from ._critic import (
     Critic as Critic,
     CriticBatch as CriticBatch,
+    ReturnBatch as ReturnBatch,
     critic_loss as critic_loss,
+    discounted_returns as discounted_returns,
     make_critic as make_critic,
     q_values as q_values,
+    return_loss as return_loss,
     soft_target_optimizer as soft_target_optimizer,
     support_target as support_target,
 )

@@ -42,7 +42,8 @@ class TrainConfig:
     ema_decay: float = 0.999
     bc_epochs: int = 25
     # critic: in-support softmax Q-learning (QGPO), twin Q, soft target updates
-    critic_epochs: int = 10
+    critic_mc_epochs: int = 5  # warm start: regress Q on Monte-Carlo returns first (0 = off)
+    critic_epochs: int = 10  # then in-support softmax Q-learning
     critic_width: int = 256
     critic_depth: int = 2
     critic_lr: float = 3e-4
@@ -105,6 +106,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "net": "resnet",
         "batch_size": 4096,
         "bc_epochs": 600,
+        "critic_mc_epochs": 0,
         "critic_epochs": 100,
         "critic_batch": 256,
         "critic_support": 16,
@@ -186,6 +188,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for name in (
         "bc_epochs",
         "critic_epochs",
+        "critic_mc_epochs",
         "qipo_epochs",
         "cep_epochs",
         "subset",

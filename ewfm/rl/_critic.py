@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
@@ -43,6 +44,57 @@ class CriticBatch(NamedTuple):
     next_observations: Float[Array, "n obs"]
     terminals: Float[Array, " n"]
     next_supports: Float[Array, "n m act"]
+
+
+class ReturnBatch(NamedTuple):
+    """Dataset pairs with their Monte-Carlo discounted returns (the critic's warm start)."""
+
+    observations: Float[Array, "n obs"]
+    actions: Float[Array, "n act"]
+    returns: Float[Array, " n"]
+
+
+def discounted_returns(
+    rewards: Float[np.ndarray, " n"],
+    terminals: Float[np.ndarray, " n"],
+    timeouts: Float[np.ndarray, " n"],
+    gamma: float,
+) -> Float[np.ndarray, " n"]:
+    """Monte-Carlo returns ``G_i = sum_k gamma^k r_{i+k}`` to the end of each episode.
+
+    Episodes end at a terminal or a timeout (or the end of the data). A truncated episode
+    (timeout, or data cut) did not end, so its missing tail is bootstrapped as if the
+    episode went on at its mean reward: ``gamma^(L-i) * mean(r) / (1 - gamma)``. Computed
+    in float64 per episode (``gamma^-i`` stays finite for the 1,000-step MuJoCo episodes).
+    """
+    r = np.asarray(rewards, np.float64)
+    ends = np.flatnonzero((np.asarray(terminals) + np.asarray(timeouts)) > 0)
+    if ends.size == 0 or ends[-1] != r.size - 1:
+        ends = np.append(ends, r.size - 1)
+    out = np.empty_like(r)
+    start = 0
+    for e in ends:
+        seg = r[start : e + 1]
+        p = gamma ** np.arange(seg.size)
+        g = np.cumsum((seg * p)[::-1])[::-1] / p
+        if not terminals[e]:
+            g = g + gamma ** (seg.size - np.arange(seg.size)) * seg.mean() / (1.0 - gamma)
+        out[start : e + 1] = g
+        start = e + 1
+    return out
+
+
+def return_loss(critic: Critic, batch: ReturnBatch, key: PRNGKeyArray) -> Float[Array, ""]:
+    """Squared error of both online Q networks to the Monte-Carlo returns (warm start).
+
+    Regressing on returns gives the critic the scale of the behaviour policy's values in a
+    few thousand steps; temporal-difference learning from there only has to refine it
+    (from scratch, soft target updates with ``tau = 0.005`` need ~1/(tau (1 - gamma))
+    steps to propagate the horizon).
+    """
+    del key
+    q = jax.vmap(critic.q)(batch.observations, batch.actions)
+    return jnp.mean(jnp.sum((q - batch.returns[:, None]) ** 2, axis=1))
 
 
 def support_target(

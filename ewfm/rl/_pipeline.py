@@ -42,7 +42,16 @@ from .._paths import AbstractPath, OTPath, VPPath
 from .._sample import EnergyGuidedField
 from .._train import TrainState, init_state, load_checkpoint, make_epoch, save_checkpoint
 from ._config import ConfigError, TrainConfig, config_from_json, validate
-from ._critic import CriticBatch, critic_loss, make_critic, q_values, soft_target_optimizer
+from ._critic import (
+    CriticBatch,
+    ReturnBatch,
+    critic_loss,
+    discounted_returns,
+    make_critic,
+    q_values,
+    return_loss,
+    soft_target_optimizer,
+)
 from ._qipo import PolicySampler, SupportSet, draw_supports_jit, make_qipo_loss
 
 
@@ -502,7 +511,13 @@ def train(
             save_checkpoint(sup_path, next_sup, {"seconds": time.perf_counter() - ts})
             log(f"critic supports: {next_sup.shape} in {time.perf_counter() - ts:.0f} s")
         cbatch = CriticBatch(s_sub, a_sub, sub(tr.rewards), ns_sub, sub(tr.terminals), next_sup)
-        copt, critic_epoch = _stage_fns("critic", _program_key(cfg))
+        returns = discounted_returns(tr.rewards, tr.terminals, tr.timeouts, cfg.gamma)
+        rbatch = ReturnBatch(s_sub, a_sub, jnp.asarray(returns[idx], jnp.float32))
+        copt, td_epoch = _stage_fns("critic", _program_key(cfg))
+        _, mc_epoch = _stage_fns("critic_mc", _program_key(cfg))
+        critic_epoch = lambda st, d, k: (mc_epoch if isinstance(d, ReturnBatch) else td_epoch)(
+            st, d, k
+        )
         cst = eqx.filter_vmap(
             lambda k: init_state(
                 make_critic(
@@ -519,9 +534,13 @@ def train(
             run=run,
             state=cst,
             epoch_fn=critic_epoch,
-            epochs=cfg.critic_epochs,
+            epochs=cfg.critic_mc_epochs + cfg.critic_epochs,
             keys=keys["critic"],
-            get_data=lambda e, st: (cbatch, {}),
+            get_data=lambda e, st: (
+                (rbatch, {"phase": "returns"})
+                if e < cfg.critic_mc_epochs
+                else (cbatch, {"phase": "td"})
+            ),
             history=history,
             extra_tree=lambda: None,
             evaluate_at=lambda e, st: None,
@@ -715,13 +734,16 @@ def _stage_fns(stage: str, cfg: TrainConfig) -> tuple[Any, Callable]:
             loss = lambda m, b, k: cfm_loss(m, path, b[1], k, cond=b[0])
         else:
             loss = lambda m, b, k: denoising_loss(m, path, b[1], k, cond=b[0])
-    elif stage == "critic":
+    elif stage in ("critic", "critic_mc"):
         opt, batch, ema = (
             soft_target_optimizer(optax.adam(cfg.critic_lr), cfg.tau),
             cfg.critic_batch,
             0.0,
         )
-        loss = lambda m, b, k: critic_loss(m, b, k, gamma=cfg.gamma, beta_q=cfg.beta_q)
+        if stage == "critic":
+            loss = lambda m, b, k: critic_loss(m, b, k, gamma=cfg.gamma, beta_q=cfg.beta_q)
+        else:
+            loss = return_loss
     elif stage == "cep":
         opt, batch = optax.adam(cfg.lr), cfg.qipo_states
         loss = lambda m, b, k: cep_loss(m, path, b.actions, -b.q, cfg.cep_beta, k, cond=b.states)
@@ -732,6 +754,7 @@ def _stage_fns(stage: str, cfg: TrainConfig) -> tuple[Any, Callable]:
     data_axes: Any = {
         "behaviour": None,
         "critic": CriticBatch(None, None, None, None, None, 0),  # pyright: ignore[reportArgumentType]
+        "critic_mc": None,
         "cep": SupportSet(None, 0, 0),  # pyright: ignore[reportArgumentType]
         "qipo": SupportSet(None, 0, 0),  # pyright: ignore[reportArgumentType]
     }[stage]
@@ -742,7 +765,7 @@ def _stage_fns(stage: str, cfg: TrainConfig) -> tuple[Any, Callable]:
 def _stage_epochs(cfg: TrainConfig, stage: str) -> int:
     return {
         "behaviour": cfg.bc_epochs,
-        "critic": cfg.critic_epochs,
+        "critic": cfg.critic_mc_epochs + cfg.critic_epochs,
         "cep": cfg.cep_epochs,
         "qipo": cfg.qipo_epochs,
     }[stage]
