@@ -67,11 +67,15 @@ def make_epoch(
     batch_size: int,
     steps: int | None = None,
     ema_decay: float = 0.999,
+    unroll: int | bool = 1,
 ) -> Callable[[TrainState, PyTree, PRNGKeyArray], tuple[TrainState, Float[Array, " steps"]]]:
     """Build ``epoch(state, data, key) -> (state, losses)``: one jitted ``lax.scan`` of steps.
 
     With ``steps=None`` an epoch is one pass over a random permutation of the data
     (``N // batch_size`` steps); otherwise ``steps`` batches drawn with replacement.
+    ``unroll`` goes to ``lax.scan``: ``True`` compiles the epoch as straight-line code, which
+    convolutional nets need on CPU (XLA runs convolutions inside loops ~25x slower,
+    jax-ml/jax#12868); use it with few ``steps`` per epoch, as compile time grows with them.
     """
     if not 0.0 <= ema_decay < 1.0:
         raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay}.")
@@ -115,7 +119,7 @@ def make_epoch(
             st, loss = one_step(st, batch, k)
             return eqx.filter(st, eqx.is_array), loss
 
-        dyn, losses = jax.lax.scan(body, dyn, (idx, jr.split(kstep, n_steps)))
+        dyn, losses = jax.lax.scan(body, dyn, (idx, jr.split(kstep, n_steps)), unroll=unroll)
         return eqx.combine(dyn, static), losses
 
     return epoch
@@ -136,20 +140,27 @@ def fit(
     callback: Callable[[int, TrainState, dict[str, float]], None] | None = None,
     progress: bool = False,
     description: str = "training",
+    unroll: int | bool = 1,
 ) -> FitResult:
     """Train ``model`` by minimising ``loss_fn`` over ``data`` for ``epochs`` epochs.
 
     Each epoch is a single compiled ``lax.scan``; the EMA of the parameters is kept with
     ``optax.incremental_update``. ``callback(epoch, state, metrics)`` runs after every epoch
     (for logging, evaluation or checkpoints). Pass ``state`` to continue a previous run.
-    A non-finite epoch loss stops training with `FloatingPointError`.
+    A non-finite epoch loss stops training with `FloatingPointError`. ``unroll`` is passed to
+    `make_epoch` (``True`` for convolutional nets on CPU).
     """
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}.")
     optimizer = optax.adam(3e-4) if optimizer is None else optimizer
     train_state: TrainState = init_state(model, optimizer) if state is None else state
     epoch_fn = make_epoch(
-        loss_fn, optimizer, batch_size=batch_size, steps=steps_per_epoch, ema_decay=ema_decay
+        loss_fn,
+        optimizer,
+        batch_size=batch_size,
+        steps=steps_per_epoch,
+        ema_decay=ema_decay,
+        unroll=unroll,
     )
     sharding = _data_sharding(batch_size)
     if sharding is not None:

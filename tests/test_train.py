@@ -78,6 +78,32 @@ def test_ema_is_polyak_average_and_epoch_is_one_pass():
     assert np.allclose(res.state.model, w, atol=1e-6) and np.allclose(res.state.ema, ema, atol=1e-6)
 
 
+def test_unrolled_epoch_matches_the_scanned_one():
+    # unroll only changes how XLA compiles the epoch (straight-line code), not what it computes
+    data = jr.normal(jr.PRNGKey(1), (32, 3))
+
+    def loss(w, batch, key):
+        return jnp.mean((batch @ w - jr.normal(key, (batch.shape[0],))) ** 2)
+
+    runs = [
+        ewfm.fit(
+            jnp.ones(3),
+            loss,
+            data,
+            key=jr.PRNGKey(0),
+            epochs=2,
+            batch_size=8,
+            steps_per_epoch=3,
+            unroll=u,
+        )
+        for u in (1, True)
+    ]
+    assert [h["loss"] for h in runs[0].history] == pytest.approx(
+        [h["loss"] for h in runs[1].history], rel=1e-6
+    )
+    np.testing.assert_allclose(runs[0].state.ema, runs[1].state.ema, rtol=1e-6)
+
+
 def test_checkpoint_roundtrip_is_atomic(tmp_path, monkeypatch):
     field = ewfm.MLPField(3, cond_dim=2, width=16, depth=1, key=jr.PRNGKey(0))
     ck = tmp_path / "ck" / "model.eqx"
