@@ -1,0 +1,76 @@
+"""Energy-guided image synthesis: colour-steered generation with exact targets.
+
+Procedural shapes (exact hues) and Twemoji colour emoji (the ``[images]`` extra), the hue
+energy, the exact guided target of a finite image set, a convolutional U-Net field, EFM / ED /
+CFG training through `ewfm.fit`, sampling through `ewfm.sample`, metrics and beta sweeps.
+Import explicitly: ``import ewfm.images``.
+"""
+
+from ._data import (
+    DATASETS as DATASETS,
+    INSTALL_HINT as INSTALL_HINT,
+    ImageSet as ImageSet,
+    MissingExtraError as MissingExtraError,
+    cache_dir as cache_dir,
+    check_dataset as check_dataset,
+    hsv_to_rgb as hsv_to_rgb,
+    load_dataset as load_dataset,
+    load_twemoji as load_twemoji,
+    make_shapes as make_shapes,
+    twemoji_dir as twemoji_dir,
+)
+from ._energy import (
+    ACHROMATIC as ACHROMATIC,
+    check_images as check_images,
+    check_target_hue as check_target_hue,
+    circular_distance as circular_distance,
+    evaluate_energy as evaluate_energy,
+    hue_energy as hue_energy,
+    mean_hue as mean_hue,
+    pixel_hue_chroma as pixel_hue_chroma,
+)
+from ._experiment import (
+    METHOD_DOCS as METHOD_DOCS,
+    METHODS as METHODS,
+    ImageConfig as ImageConfig,
+    ImageRun as ImageRun,
+    TrainingSet as TrainingSet,
+    check_method as check_method,
+    check_sampling_beta as check_sampling_beta,
+    default_betas as default_betas,
+    generate as generate,
+    guided_field as guided_field,
+    init_net as init_net,
+    load_run as load_run,
+    loss_function as loss_function,
+    resolve_energy as resolve_energy,
+    save_run as save_run,
+    time_generation as time_generation,
+    train as train,
+    training_set as training_set,
+)
+from ._metrics import (
+    energy_summary as energy_summary,
+    mmd as mmd,
+    mmd_with_floor as mmd_with_floor,
+    nearest_neighbour as nearest_neighbour,
+)
+from ._plot import save_grid as save_grid, sweep_figure as sweep_figure, tile as tile
+from ._sweep import (
+    CFG_SCALES as CFG_SCALES,
+    match_scale as match_scale,
+    sweep as sweep,
+    sweep_markdown as sweep_markdown,
+    write_sweep as write_sweep,
+)
+from ._target import (
+    ExactTarget as ExactTarget,
+    exact_target as exact_target,
+    histogram as histogram,
+    hue_class as hue_class,
+    hue_target_closed_form as hue_target_closed_form,
+    n_classes as n_classes,
+    target_weights as target_weights,
+    tv_distance as tv_distance,
+)
+from ._unet import UNetField as UNetField

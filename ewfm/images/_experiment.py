@@ -1,0 +1,473 @@
+"""Train, load and sample energy-guided image generators; sweep beta against the exact target.
+
+Methods (all on the same `UNetField`, trained through `ewfm.fit`, sampled with `ewfm.sample`):
+
+- ``efm``: energy-weighted flow matching ``L_CEFM`` on the OT path (velocity field).
+- ``ed``: energy-weighted diffusion ``L_CED`` on the VP path (noise prediction, DPM-Solver).
+- ``cfg``: classifier-free guidance baseline: flow matching conditioned on the hue class of
+  each training image (one-hot; zeros, the null token, with probability ``cfg_dropout``),
+  sampled with `ewfm.CFGField` at scale ``w`` towards the class of the target hue.
+
+With ``beta=None`` (the default) ``efm`` and ``ed`` take beta as a network input and train on
+one ``beta ~ U[0, beta_max]`` per batch (Algorithm 6), so one run serves every
+``beta in [0, beta_max]``; with a number they train at that fixed beta.
+"""
+
+import dataclasses
+import importlib
+import json
+import math
+import resource
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import optax
+from jaxtyping import Array, PRNGKeyArray
+
+from .._io import write_text_atomic
+from .._losses import cfm_loss, ed_loss, efm_loss
+from .._paths import AbstractPath, OTPath, VPPath
+from .._sample import CFGField, sample
+from .._train import fit, load_checkpoint, save_checkpoint
+from ._data import ImageSet, check_dataset, load_dataset, make_shapes
+from ._energy import check_target_hue, evaluate_energy, hue_energy, mean_hue
+from ._target import hue_class, n_classes
+from ._unet import UNetField
+
+METHODS: tuple[str, ...] = ("efm", "ed", "cfg")
+METHOD_DOCS: dict[str, str] = {
+    "efm": "energy-weighted flow matching, OT path (beta as an input unless --beta is fixed)",
+    "ed": "energy-weighted diffusion, VP path, noise prediction (Algorithm 1)",
+    "cfg": "classifier-free guidance on hue classes (baseline), OT path",
+}
+_OT, _VP = OTPath(), VPPath()
+
+
+def check_method(name: str) -> str:
+    """Return ``name`` if it is a known method, else raise a one-line `ValueError`."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}.")
+    return name
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageConfig:
+    """Everything that defines a run. `quick` and `showcase` give the two presets."""
+
+    data: str = "shapes"
+    size: int = 16
+    target_hue: float = 240.0  # degrees; blue
+    energy: str = "hue"  # "hue" or "module:function" (images [B,H,W,3] -> energies [B])
+    method: str = "efm"
+    beta: float | None = None  # None: beta is a network input, beta ~ U[0, beta_max]
+    beta_max: float = 10.0
+    n_data: int = 4096  # procedural images (shapes only)
+    held_out: int = 256  # images kept out of training (memorisation check)
+    channels: tuple[int, ...] = (16, 32)
+    steps: int = 600
+    batch_size: int = 64
+    learning_rate: float = 2e-3  # Adam, 50 warm-up steps, cosine-decayed to 10%
+    steps_per_call: int = 5  # gradient steps compiled into one straight-line epoch
+    n_bins: int = 12  # hue bins of 30 degrees (+ one achromatic class)
+    cfg_dropout: float = 0.2
+    sample_steps: int = 10  # midpoint (OT, 20 evaluations) or DPM-Solver-2M (VP)
+    seed: int = 0
+
+    def __post_init__(self):
+        check_dataset(self.data)
+        check_method(self.method)
+        check_target_hue(self.target_hue)
+        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        for name in ("steps", "batch_size", "n_data", "sample_steps", "n_bins"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.steps_per_call < 2:
+            raise ValueError(f"steps_per_call must be >= 2, got {self.steps_per_call}.")
+        if self.beta is not None and not (0.0 <= self.beta < math.inf):
+            raise ValueError(f"beta must be a finite number >= 0, got {self.beta}.")
+        if not (0.0 < self.beta_max < math.inf):
+            raise ValueError(f"beta_max must be a finite number > 0, got {self.beta_max}.")
+        if self.data == "twemoji" and self.size not in (16, 32, 64):
+            raise ValueError(f"twemoji size must be 16, 32 or 64, got {self.size}.")
+        if self.size % 2 ** (len(self.channels) - 1):
+            raise ValueError(
+                f"size {self.size} must be divisible by 2**{len(self.channels) - 1} "
+                f"for channels {self.channels}."
+            )
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> "ImageConfig":
+        """16x16 images (procedural shapes unless ``data`` says otherwise), a 16/32-channel
+        U-Net, 600 steps of batch 64: a few minutes on 2 CPU cores."""
+        base: dict[str, Any] = {"size": 16, "channels": (16, 32), "steps": 600}
+        base.update(overrides)
+        return cls(**base)
+
+    @classmethod
+    def showcase(cls, **overrides: Any) -> "ImageConfig":
+        """32x32 Twemoji, a 16/32/32-channel U-Net, 1,200 steps of batch 32 (about half an
+        hour on 2 shared CPU cores). Target hue 210: Twemoji's blue (#55ACEE is 206 degrees)."""
+        base: dict[str, Any] = {
+            "data": "twemoji",
+            "size": 32,
+            "channels": (16, 32, 32),
+            "steps": 1200,
+            "batch_size": 32,
+            "learning_rate": 1e-3,
+            "target_hue": 210.0,
+        }
+        base.update(overrides)
+        return cls(**base)
+
+    @property
+    def beta_input(self) -> bool:
+        """Whether beta is a network input (Algorithm 6)."""
+        return self.method in ("efm", "ed") and self.beta is None
+
+    @property
+    def path(self) -> AbstractPath:
+        return _VP if self.method == "ed" else _OT
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["channels"] = list(self.channels)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "ImageConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def resolve_energy(spec: str, target_hue: float) -> Callable[[np.ndarray], Any]:
+    """The energy function: ``"hue"`` (`hue_energy` at ``target_hue``) or ``"module:function"``.
+
+    A user function takes images ``[B, H, W, 3]`` (RGB in [0, 1]) and returns ``[B]`` values;
+    it need not be differentiable.
+    """
+    if spec == "hue":
+        return lambda x: hue_energy(x, target_hue)
+    mod, sep, name = spec.partition(":")
+    if not sep or not mod or not name:
+        raise ValueError(f"energy must be 'hue' or 'module:function', got {spec!r}.")
+    try:
+        fn = getattr(importlib.import_module(mod), name)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"cannot load energy {spec!r}: {e}.") from None
+    if not callable(fn):
+        raise ValueError(f"energy {spec!r} is not callable.")
+    return fn
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSet:
+    """The training images with their energies and hue classes, and held-out images."""
+
+    images: np.ndarray
+    energy: np.ndarray
+    classes: np.ndarray
+    held_out: np.ndarray
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+def batched_energy(fn: Callable, images: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """Energies of many images, 1024 at a time (checked: one finite value per image)."""
+    return np.concatenate(
+        [evaluate_energy(fn, images[i : i + 1024], shape) for i in range(0, len(images), 1024)]
+    )
+
+
+def image_classes(images: np.ndarray, n_bins: int) -> np.ndarray:
+    """Hue class of each image (`hue_class` of its chroma-weighted mean hue)."""
+    out = []
+    for i in range(0, len(images), 1024):
+        h, c = mean_hue(images[i : i + 1024])
+        out.append(hue_class(np.asarray(h), np.asarray(c), n_bins))
+    return np.concatenate(out)
+
+
+def training_set(cfg: ImageConfig, on_image: Callable[[int], None] | None = None) -> TrainingSet:
+    """Load ``cfg.data`` and split off ``cfg.held_out`` images (a seeded permutation).
+
+    For ``shapes`` the held-out images are fresh draws (another seed), so the training set
+    keeps all ``n_data`` images.
+    """
+    ds: ImageSet = load_dataset(cfg.data, cfg.size, n=cfg.n_data, seed=cfg.seed, on_image=on_image)
+    if cfg.data == "shapes":
+        train = ds.images
+        held = make_shapes(cfg.held_out, cfg.size, seed=cfg.seed + 10_007).images
+    else:
+        if cfg.held_out >= len(ds):
+            raise ValueError(f"held_out {cfg.held_out} must be below the {len(ds)} images.")
+        idx = np.random.default_rng(cfg.seed).permutation(len(ds))
+        train, held = ds.images[idx[cfg.held_out :]], ds.images[idx[: cfg.held_out]]
+    fn = resolve_energy(cfg.energy, cfg.target_hue)
+    shape = (cfg.size, cfg.size, 3)
+    return TrainingSet(
+        train, batched_energy(fn, train, shape), image_classes(train, cfg.n_bins), held
+    )
+
+
+def to_model_space(images: np.ndarray) -> Array:
+    """Images in [0, 1] ``[N, H, W, 3]`` -> flat vectors in [-1, 1] ``[N, H*W*3]``."""
+    return jnp.asarray(2.0 * images.reshape(images.shape[0], -1) - 1.0, jnp.float32)
+
+
+def to_images(x: Array, size: int) -> np.ndarray:
+    """Flat model outputs -> images in [0, 1] ``[N, size, size, 3]`` (clipped)."""
+    return np.clip((np.asarray(x, np.float32) + 1.0) / 2.0, 0.0, 1.0).reshape(-1, size, size, 3)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def init_net(cfg: ImageConfig, key: PRNGKeyArray) -> UNetField:
+    """The untrained U-Net of a run (also the structure its checkpoint is read into)."""
+    return UNetField(
+        cfg.size,
+        channels=cfg.channels,
+        cond_dim=n_classes(cfg.n_bins) if cfg.method == "cfg" else 0,
+        beta_input=cfg.beta_input,
+        beta_max=cfg.beta_max,
+        key=key,
+    )
+
+
+def loss_function(cfg: ImageConfig) -> Callable[[Any, dict, PRNGKeyArray], Array]:
+    """``loss(model, batch, key)`` of the run's method (see the module docstring)."""
+    path = cfg.path
+    weighted = efm_loss if cfg.method == "efm" else ed_loss
+
+    if cfg.method == "cfg":
+        dropout = cfg.cfg_dropout
+
+        def cfg_loss(model, batch, key):
+            kd, kt = jr.split(key)
+            keep = 1.0 - jr.bernoulli(kd, dropout, batch["energy"].shape).astype(jnp.float32)
+            return cfm_loss(model, path, batch["x"], kt, cond=batch["onehot"] * keep[:, None])
+
+        return cfg_loss
+    if cfg.beta_input:
+        beta_max = cfg.beta_max
+
+        def beta_loss(model, batch, key):
+            kb, kt = jr.split(key)
+            b = jr.uniform(kb, (), maxval=beta_max)  # Algorithm 6: one beta per batch
+            return weighted(eqx.Partial(model, beta=b), path, batch["x"], batch["energy"], b, kt)
+
+        return beta_loss
+    beta = float(cfg.beta)  # type: ignore[arg-type]
+    return lambda model, batch, key: weighted(model, path, batch["x"], batch["energy"], beta, key)
+
+
+def _cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+@dataclasses.dataclass
+class ImageRun:
+    """A trained run: its config, its EMA network and what training recorded."""
+
+    cfg: ImageConfig
+    net: UNetField
+    info: dict[str, Any]
+
+
+def train(
+    cfg: ImageConfig,
+    out: str | Path | None = None,
+    *,
+    data: TrainingSet | None = None,
+    progress: bool = False,
+) -> ImageRun:
+    """Train the run ``cfg`` for ``cfg.steps`` steps; with ``out`` write its run directory.
+
+    The run directory holds ``config.json``, ``model.eqx`` (the EMA network, via
+    `ewfm.save_checkpoint`) and ``metrics.json`` (wall and CPU seconds, losses), all atomic.
+    """
+    ts = training_set(cfg) if data is None else data
+    key = jr.PRNGKey(cfg.seed)
+    kinit, ktrain = jr.split(key)
+    net = init_net(cfg, kinit)
+    epochs = math.ceil(cfg.steps / cfg.steps_per_call)
+    total = epochs * cfg.steps_per_call
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, cfg.learning_rate, min(50, total // 10 + 1), total, cfg.learning_rate * 0.1
+    )
+    optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))
+    onehot = np.eye(n_classes(cfg.n_bins), dtype=np.float32)[ts.classes]
+    arrays = {
+        "x": to_model_space(ts.images),
+        "energy": jnp.asarray(ts.energy, jnp.float32),
+        "onehot": jnp.asarray(onehot),
+    }
+    wall0, cpu0 = time.perf_counter(), _cpu_seconds()
+    result = fit(
+        net,
+        loss_function(cfg),
+        arrays,
+        key=ktrain,
+        optimizer=optimizer,
+        epochs=epochs,
+        batch_size=cfg.batch_size,
+        steps_per_epoch=cfg.steps_per_call,
+        ema_decay=min(0.999, 1.0 - 10.0 / total),
+        progress=progress,
+        description=f"{cfg.method} on {cfg.data} {cfg.size}x{cfg.size}",
+        unroll=True,
+    )
+    losses = [h["loss"] for h in result.history]
+    info = {
+        "steps": total,
+        "train_wall_s": time.perf_counter() - wall0,
+        "train_cpu_s": _cpu_seconds() - cpu0,
+        "n_train": len(ts),
+        "n_params": int(
+            sum(x.size for x in jax.tree_util.tree_leaves(eqx.filter(net, eqx.is_array)))
+        ),
+        "loss_first": losses[0] if losses else float("nan"),
+        "loss_last_10pct": float(np.mean(losses[-max(1, len(losses) // 10) :]))
+        if losses
+        else float("nan"),
+        "data_mean_energy": float(np.mean(ts.energy)),
+    }
+    run = ImageRun(cfg, result.state.ema, info)
+    if out is not None:
+        save_run(run, out)
+    return run
+
+
+def save_run(run: ImageRun, out: str | Path) -> None:
+    """Write ``config.json``, ``model.eqx`` and ``metrics.json`` into ``out`` (atomically)."""
+    out = Path(out)
+    write_text_atomic(out / "config.json", json.dumps(run.cfg.to_json(), indent=2) + "\n")
+    save_checkpoint(out / "model.eqx", run.net, {"config": run.cfg.to_json()})
+    write_text_atomic(out / "metrics.json", json.dumps({"train": run.info}, indent=2) + "\n")
+
+
+def load_run(out: str | Path) -> ImageRun:
+    """Read a run directory written by `train`."""
+    out = Path(out)
+    if not (out / "config.json").is_file() or not (out / "model.eqx").is_file():
+        raise FileNotFoundError(
+            f"{out} is not a run directory (needs config.json and model.eqx); "
+            "create one with `ewfm images train --out DIR`."
+        )
+    cfg = ImageConfig.from_json(json.loads((out / "config.json").read_text()))
+    net, _ = load_checkpoint(out / "model.eqx", init_net(cfg, jr.PRNGKey(0)))
+    metrics = (
+        json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").is_file() else {}
+    )
+    return ImageRun(cfg, net, metrics.get("train", {}))
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+def check_sampling_beta(cfg: ImageConfig, beta: float | None) -> float | None:
+    """The beta to sample at: any in ``[0, beta_max]`` for a beta-input run, the training
+    beta for a fixed-beta run; a one-line `ValueError` otherwise."""
+    if cfg.method == "cfg":
+        return None
+    if cfg.beta_input:
+        if beta is None:
+            raise ValueError(
+                f"this run takes beta as an input: pass beta in [0, {cfg.beta_max:g}]."
+            )
+        if not (0.0 <= beta <= cfg.beta_max):
+            raise ValueError(
+                f"beta must lie in [0, {cfg.beta_max:g}] (the range this run was trained on), "
+                f"got {beta:g}."
+            )
+        return float(beta)
+    if beta is not None and beta != cfg.beta:
+        raise ValueError(
+            f"this run was trained at fixed beta={cfg.beta:g}; sample it at that beta or "
+            "train with beta as an input (omit --beta when training)."
+        )
+    return cfg.beta
+
+
+def guided_field(run: ImageRun, beta: float | None = None, scale: float | None = None) -> Any:
+    """The field to sample: the net at ``beta`` (efm/ed) or CFG at ``scale`` (cfg)."""
+    cfg = run.cfg
+    if cfg.method == "cfg":
+        w = 1.0 if scale is None else scale
+        return CFGField(run.net, jnp.asarray(w, jnp.float32), jnp.zeros(n_classes(cfg.n_bins)))
+    b = check_sampling_beta(cfg, beta)
+    if cfg.beta_input:
+        return eqx.Partial(run.net, beta=jnp.asarray(b, jnp.float32))
+    return run.net
+
+
+def target_class(cfg: ImageConfig) -> int:
+    """The hue class CFG conditions on: the bin containing the target hue."""
+    return int(hue_class(np.array([cfg.target_hue]), np.array([True]), cfg.n_bins)[0])
+
+
+@eqx.filter_jit
+def _draw(field, path, key, cond, n: int, dim: int, solver: str, steps: int, prediction: str):
+    return sample(
+        field, path, key, (n, dim), cond, solver=solver, steps=steps, prediction=prediction
+    ).x  # type: ignore[arg-type]
+
+
+def generate(
+    run: ImageRun,
+    key: PRNGKeyArray,
+    n: int,
+    *,
+    beta: float | None = None,
+    scale: float | None = None,
+    chunk: int = 64,
+) -> np.ndarray:
+    """``n`` images ``[n, H, W, 3]`` in [0, 1] from a run, ``chunk`` at a time (one compile).
+
+    efm/ed: at ``beta`` (any value in ``[0, beta_max]`` for a beta-input run); cfg: at
+    guidance scale ``scale`` (default 1) towards the target hue's class. OT runs use the
+    midpoint rule, VP runs DPM-Solver-2M, each with ``cfg.sample_steps`` steps.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}.")
+    cfg = run.cfg
+    field = guided_field(run, beta, scale)
+    dim = cfg.size * cfg.size * 3
+    solver, pred = ("dpm2", "eps") if cfg.method == "ed" else ("midpoint", "velocity")
+    cond = None
+    if cfg.method == "cfg":
+        cond = jnp.zeros((chunk, n_classes(cfg.n_bins))).at[:, target_class(cfg)].set(1.0)
+    out = []
+    for i in range(math.ceil(n / chunk)):
+        x = _draw(
+            field, cfg.path, jr.fold_in(key, i), cond, chunk, dim, solver, cfg.sample_steps, pred
+        )
+        out.append(to_images(x, cfg.size))
+    return np.concatenate(out)[:n]
+
+
+def time_generation(run: ImageRun, n: int = 64, **kwargs: Any) -> float:
+    """Wall seconds to draw ``n`` images, after a compile-and-warm-up call."""
+    generate(run, jr.PRNGKey(1), n, chunk=n, **kwargs)
+    t0 = time.perf_counter()
+    generate(run, jr.PRNGKey(2), n, chunk=n, **kwargs)
+    return time.perf_counter() - t0
+
+
+def default_betas(cfg: ImageConfig) -> Sequence[float]:
+    """The sweep's betas: 0, 1, 3, 10 capped at beta_max (or the run's fixed beta)."""
+    if cfg.method != "cfg" and not cfg.beta_input:
+        return (float(cfg.beta),)  # type: ignore[arg-type]
+    return tuple(b for b in (0.0, 1.0, 3.0, 10.0) if b <= cfg.beta_max)

@@ -1,0 +1,171 @@
+"""A small convolutional U-Net *field* for ``H x W x 3`` images.
+
+It follows the one-sample field convention of the core losses and sampler:
+``field(x, t, cond=None, *, beta=None)`` with ``x`` either a flat vector ``[H*W*3]`` (what the
+losses and `ewfm.sample` pass: image batches are flattened to ``[B, D]``) or an image
+``[H, W, 3]``; the output has the shape of ``x``. The time ``t``, the optional guidance
+strength ``beta`` (Algorithm 6: one network for every ``beta in [0, beta_max]``) and the
+optional condition (a one-hot hue class for classifier-free guidance, zeros = the null
+token) are embedded together and added in every residual block.
+"""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
+
+from .._nets import FourierTimeEmbedding
+
+
+def _groups(channels: int) -> int:
+    for g in (8, 4, 2, 1):
+        if channels % g == 0:
+            return g
+    return 1
+
+
+class _ResBlock(eqx.Module):
+    norm1: eqx.nn.GroupNorm
+    conv1: eqx.nn.Conv2d
+    emb: eqx.nn.Linear
+    norm2: eqx.nn.GroupNorm
+    conv2: eqx.nn.Conv2d
+    skip: eqx.nn.Conv2d | None
+
+    def __init__(self, n_in: int, n_out: int, n_emb: int, *, key: PRNGKeyArray):
+        k = jr.split(key, 4)
+        self.norm1 = eqx.nn.GroupNorm(_groups(n_in), n_in)
+        self.conv1 = eqx.nn.Conv2d(n_in, n_out, 3, padding=1, key=k[0])
+        self.emb = eqx.nn.Linear(n_emb, n_out, key=k[1])
+        self.norm2 = eqx.nn.GroupNorm(_groups(n_out), n_out)
+        self.conv2 = eqx.nn.Conv2d(n_out, n_out, 3, padding=1, key=k[2])
+        self.skip = eqx.nn.Conv2d(n_in, n_out, 1, key=k[3]) if n_in != n_out else None
+
+    def __call__(self, h: Array, e: Array) -> Array:
+        y = self.conv1(jax.nn.silu(self.norm1(h))) + self.emb(e)[:, None, None]
+        y = self.conv2(jax.nn.silu(self.norm2(y)))
+        return y + (h if self.skip is None else self.skip(h))
+
+
+class UNetField(eqx.Module):
+    """Convolutional U-Net field: one residual block per resolution, ``len(channels)`` levels.
+
+    ``channels[i]`` is the width at resolution ``size / 2**i``; ``size`` must be divisible by
+    ``2**(len(channels) - 1)``. ``cond_dim > 0`` adds a condition input (CFG: a one-hot class,
+    zeros meaning "no condition"); ``beta_input=True`` adds ``beta`` as an input, embedded with
+    random Fourier features of scale ``1 / beta_max`` (phases of order one on ``[0, beta_max]``).
+    """
+
+    t_embed: FourierTimeEmbedding
+    beta_embed: FourierTimeEmbedding | None
+    cond_in: eqx.nn.Linear | None
+    emb_mlp: eqx.nn.MLP
+    conv_in: eqx.nn.Conv2d
+    down: tuple[_ResBlock, ...]
+    downsample: tuple[eqx.nn.Conv2d, ...]
+    middle: _ResBlock
+    up: tuple[_ResBlock, ...]
+    upsample: tuple[eqx.nn.Conv2d, ...]
+    norm_out: eqx.nn.GroupNorm
+    conv_out: eqx.nn.Conv2d
+    size: int = eqx.field(static=True)
+    cond_dim: int = eqx.field(static=True)
+
+    def __init__(
+        self,
+        size: int,
+        *,
+        channels: tuple[int, ...] = (32, 64, 64),
+        cond_dim: int = 0,
+        beta_input: bool = False,
+        beta_max: float = 10.0,
+        emb_dim: int = 64,
+        time_dim: int = 32,
+        time_scale: float = 16.0,
+        key: PRNGKeyArray,
+    ):
+        levels = len(channels)
+        if levels < 1 or size % 2 ** (levels - 1):
+            raise ValueError(
+                f"image size {size} must be divisible by 2**{levels - 1} for {levels} levels."
+            )
+        keys = iter(jr.split(key, 8 + 4 * levels))
+        self.t_embed = FourierTimeEmbedding(time_dim, time_scale, key=next(keys))
+        self.beta_embed = (
+            FourierTimeEmbedding(time_dim, 1.0 / beta_max, key=next(keys)) if beta_input else None
+        )
+        self.cond_in = eqx.nn.Linear(cond_dim, time_dim, key=next(keys)) if cond_dim else None
+        n_emb_in = time_dim * (1 + int(beta_input) + int(cond_dim > 0))
+        self.emb_mlp = eqx.nn.MLP(
+            n_emb_in, emb_dim, emb_dim, 1, activation=jax.nn.silu, key=next(keys)
+        )
+        c0 = channels[0]
+        self.conv_in = eqx.nn.Conv2d(3, c0, 3, padding=1, key=next(keys))
+        down, downsample, n = [], [], c0
+        for i, c in enumerate(channels):
+            down.append(_ResBlock(n, c, emb_dim, key=next(keys)))
+            n = c
+            if i < levels - 1:
+                downsample.append(eqx.nn.Conv2d(c, c, 3, stride=2, padding=1, key=next(keys)))
+        self.down, self.downsample = tuple(down), tuple(downsample)
+        self.middle = _ResBlock(n, n, emb_dim, key=next(keys))
+        up, upsample = [], []
+        for i in reversed(range(levels)):
+            up.append(_ResBlock(n + channels[i], channels[i], emb_dim, key=next(keys)))
+            n = channels[i]
+            if i > 0:
+                upsample.append(eqx.nn.Conv2d(n, channels[i - 1], 3, padding=1, key=next(keys)))
+                n = channels[i - 1]
+        self.up, self.upsample = tuple(up), tuple(upsample)
+        self.norm_out = eqx.nn.GroupNorm(_groups(c0), c0)
+        conv_out = eqx.nn.Conv2d(c0, 3, 3, padding=1, key=next(keys))
+        # Start from a zero field (standard for diffusion U-Nets): early steps stay stable.
+        self.conv_out = eqx.tree_at(
+            lambda m: (m.weight, m.bias),
+            conv_out,
+            (jnp.zeros_like(conv_out.weight), jnp.zeros((3, 1, 1))),
+        )
+        self.size = size
+        self.cond_dim = cond_dim
+
+    def __call__(
+        self,
+        x: Float[Array, "..."],
+        t: Float[ArrayLike, ""],
+        cond: Float[Array, " cond"] | None = None,
+        *,
+        beta: Float[ArrayLike, ""] | None = None,
+    ) -> Float[Array, "..."]:
+        s = self.size
+        if x.shape not in ((s * s * 3,), (s, s, 3)):
+            raise ValueError(
+                f"this U-Net takes images of shape ({s}, {s}, 3) or flat ({s * s * 3},), "
+                f"got {x.shape}."
+            )
+        parts = [self.t_embed(t)]
+        if self.beta_embed is not None:
+            if beta is None:
+                raise ValueError("this field was built with beta_input=True: pass beta=...")
+            parts.append(self.beta_embed(beta))
+        if self.cond_in is not None:
+            if cond is None:
+                raise ValueError(f"this field needs a condition of size {self.cond_dim}.")
+            parts.append(self.cond_in(cond))
+        e = self.emb_mlp(jnp.concatenate(parts))
+        h = self.conv_in(jnp.transpose(x.reshape(s, s, 3), (2, 0, 1)))
+        skips = []
+        for i, block in enumerate(self.down):
+            h = block(h, e)
+            skips.append(h)
+            if i < len(self.downsample):
+                h = self.downsample[i](h)
+        h = self.middle(h, e)
+        for j, block in enumerate(self.up):
+            h = block(jnp.concatenate([h, skips.pop()]), e)
+            if j < len(self.upsample):
+                c, hh, ww = h.shape
+                h = jax.image.resize(h, (c, 2 * hh, 2 * ww), "nearest")
+                h = self.upsample[j](h)
+        out = self.conv_out(jax.nn.silu(self.norm_out(h)))
+        return jnp.transpose(out, (1, 2, 0)).reshape(x.shape)
