@@ -31,6 +31,10 @@ from ._toy import app as toy_app  # noqa: E402
 
 app.add_typer(toy_app, name="toy")
 
+from ._images import app as images_app  # noqa: E402
+
+app.add_typer(images_app, name="images")
+
 from ._theory import verify_theorems  # noqa: E402
 
 app.command("verify-theorems")(verify_theorems)
