@@ -390,3 +390,14 @@ def test_end_to_end_kill_and_resume_with_two_seeds(tiny_dataset, tmp_path):
     (tmp_path / "b" / "obs_stats.json").write_text(json.dumps(stats))
     with pytest.raises(ConfigError, match="dataset was rebuilt"):
         train(cfg, tmp_path / "b", resume=True, **quiet)
+
+
+def test_support_stats_are_per_state_with_a_seed_axis():
+    """Weights are normalised over each state's M supports, not over states or seeds."""
+    from ewfm.rl._pipeline import _support_stats
+
+    q = jnp.array([[[0.0, 0.0, np.log(2.0)], [1.0, 1.0, 1.0]]])  # [seeds, states, M]
+    st = _support_stats(SupportSet(jnp.zeros((2, 1)), jnp.zeros((1, 2, 3, 1)), q), 1.0)
+    # state 1: 3 * softmax(0, 0, log 2) = (0.75, 0.75, 1.5); state 2: uniform (1, 1, 1)
+    assert st["w_max_mean"] == pytest.approx(1.25) and st["w_data_mean"] == pytest.approx(0.875)
+    assert st["q_std_within"] == pytest.approx(np.std([0, 0, np.log(2.0)]) / 2, rel=1e-6)

@@ -803,12 +803,13 @@ def renew_supports(
 
 
 def _support_stats(s: SupportSet, beta: float) -> dict[str, float]:
-    q = np.asarray(s.q)
-    w = np.asarray(jax.nn.softmax(beta * s.q, axis=1)) * q.shape[1]
+    """Q and weight statistics of support sets ``[..., states, M]`` (seeds pooled)."""
+    q = np.asarray(s.q).reshape(-1, s.q.shape[-1])
+    w = np.asarray(jax.nn.softmax(beta * q, axis=-1)) * q.shape[-1]
     return {
         "q_mean": float(q.mean()),
-        "q_std_within": float(q.std(axis=1).mean()),
-        "w_max_mean": float(w.max(axis=1).mean()),
+        "q_std_within": float(q.std(axis=-1).mean()),
+        "w_max_mean": float(w.max(axis=-1).mean()),
         "w_data_mean": float(w[:, 0].mean()),
     }
 
