@@ -11,6 +11,7 @@ picks one by a traced index) and no small eager operations are left.
 """
 
 import decimal
+import functools
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 from typing import Any
@@ -61,6 +62,36 @@ def _jit(fn: Callable[..., Any]) -> Callable[..., Any]:
     return eqx.filter_jit(fn, compiler_options=_COMPILER_OPTIONS)  # pyright: ignore[reportCallIssue]
 
 
+def _arr(x: Any) -> jax.Array:
+    """numpy data as a JAX array: `jax.device_put` (``jnp.asarray`` compiles a program per
+    shape)."""
+    return jax.device_put(np.asarray(x))
+
+
+@functools.cache
+def _jitted(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``_jit(fn)``, one wrapper per function (weights called on set-up data)."""
+    return _jit(fn)
+
+
+def _random_mlps(seed: int, n: int | None = None, *, dim: int, cond_dim: int = 0) -> Any:
+    """`MLPField` s (width 32, depth 2; ``n`` of them stacked on a leading axis) with random
+    parameters drawn in numpy: matrices ``N(0, 1/fan_in)``, vectors ``N(0, 1)``. Any
+    parameters define a field for the identities; numpy draws compile nothing."""
+    shapes = eqx.filter_eval_shape(
+        lambda: MLPField(dim, cond_dim=cond_dim, width=32, depth=2, key=jr.key(0))
+    )
+    rng = np.random.default_rng(seed)
+
+    def draw(leaf):
+        if not isinstance(leaf, jax.ShapeDtypeStruct):
+            return leaf
+        scale = 1.0 / np.sqrt(leaf.shape[-1]) if len(leaf.shape) == 2 else 1.0
+        return _arr(rng.standard_normal(leaf.shape if n is None else (n, *leaf.shape)) * scale)
+
+    return jax.tree.map(draw, shapes)
+
+
 def paths(
     rectified: bool = False, only: Sequence[str] | None = None
 ) -> list[tuple[str, AbstractPath]]:
@@ -76,7 +107,6 @@ def paths(
 
 
 _ALL_PATHS: tuple[AbstractPath, ...] = tuple(p for _, p in paths(rectified=True))
-_PATH_INDEX = {name: i for i, (name, _) in enumerate(paths(rectified=True))}
 
 
 class _SwitchPath(AbstractPath):
@@ -147,10 +177,15 @@ class _SwitchPath(AbstractPath):
 def _paths(
     rectified: bool = False, only: Sequence[str] | None = None
 ) -> list[tuple[str, _SwitchPath]]:
-    """`paths` as `_SwitchPath` s: the checks compile once for all of them."""
+    """`paths` as `_SwitchPath` s: a check compiles once for all of them (and the same
+    program whatever ``only`` keeps)."""
+    every = paths(rectified)
+    choices = tuple(p for _, p in every)
+    index = {name: i for i, (name, _) in enumerate(every)}
     return [
-        (name, _SwitchPath(np.asarray(_PATH_INDEX[name]), np.asarray(float(path.t_min))))
-        for name, path in paths(rectified, only)
+        (name, _SwitchPath(np.asarray(index[name]), np.asarray(float(p.t_min)), choices))
+        for name, p in every
+        if only is None or name in only
     ]
 
 
@@ -174,7 +209,7 @@ def finite_2d() -> tuple[FiniteData, float]:
     pts = np.array([[-1.5, 0.5], [-0.5, -1.0], [0.3, 1.2], [1.0, 0.0], [1.8, -0.7], [0.2, -1.9]])
     p = np.array([0.1, 0.2, 0.15, 0.25, 0.2, 0.1])
     energy = np.array([2.0, 0.3, -0.5, 1.2, 0.0, 2.5])
-    return FiniteData(jnp.asarray(pts), jnp.asarray(np.log(p)), jnp.asarray(energy)), 1.3
+    return FiniteData(_arr(pts), _arr(np.log(p)), _arr(energy)), 1.3
 
 
 def uniform_finite(dim: int) -> tuple[FiniteData, float]:
@@ -185,7 +220,7 @@ def uniform_finite(dim: int) -> tuple[FiniteData, float]:
         pts = np.asarray(finite_2d()[0].points)
     energy = np.array([1.5, 0.2, -0.4, 0.8, -1.0, 2.2])
     log_p = np.full(6, -np.log(6.0))
-    return FiniteData(jnp.asarray(pts), jnp.asarray(log_p), jnp.asarray(energy)), 1.2
+    return FiniteData(_arr(pts), _arr(log_p), _arr(energy)), 1.2
 
 
 def mixture_2d() -> tuple[GaussianMixture, float]:
@@ -380,12 +415,13 @@ def _continuity_case(cases, path, velocity):
                 return log_marginal(data, path, y, s, beta)
 
             def u(y):
-                return velocity(data, path, y, t, beta)
+                v = velocity(data, path, y, t, beta)
+                return v, v
 
-            dt = jax.grad(lq, argnums=1)(x, t)
-            gx = jax.grad(lq, argnums=0)(x, t)
-            div = jnp.trace(jax.jacfwd(u)(x))
-            flux = u(x) @ gx
+            gx, dt = jax.grad(lq, argnums=(0, 1))(x, t)  # one backward pass for both
+            jac, ux = jax.jacfwd(u, has_aux=True)(x)  # the value comes with the Jacobian
+            div = jnp.trace(jac)
+            flux = ux @ gx
             return jnp.abs(dt + div + flux) / (1 + jnp.abs(dt) + jnp.abs(div) + jnp.abs(flux))
 
         return jax.vmap(residual)(x, t)
@@ -436,7 +472,7 @@ def _theorem_4_1_pushforward(
     m_star, s_star = tilted_closed_form(GAUSS_MEAN, GAUSS_COV, GAUSS_A, GAUSS_C, beta)
     errors: dict[str, float] = {}
     for pname, path in _paths(only=only_paths):
-        field = _VelocityField(data, path, jnp.asarray(beta), velocity)
+        field = _VelocityField(data, path, _arr(beta), velocity)
         mean, cov = pushforward(field, path, *_start(m_star, s_star, path))
         errors[f"{pname}/mean"] = _rel(mean, m_star)
         errors[f"{pname}/cov"] = _rel(cov, s_star)
@@ -530,10 +566,8 @@ def _loss_gap(
     total weight -- the content of the theorem, whatever the quadrature.
     """
     data, beta = uniform_finite(1)
-    fields = _jit(eqx.filter_vmap(lambda k: MLPField(1, width=32, depth=2, key=k)))(
-        jr.split(jr.key(10), 4)
-    )
-    w = weights(data.energy, beta)
+    fields = _random_mlps(10, 4, dim=1)
+    w = _jitted(weights)(data.energy, _arr(beta))
     errors: dict[str, float] = {}
     info: dict[str, float] = {}
     for pname, path in _paths(only=only_paths):
@@ -546,7 +580,7 @@ def _loss_gap(
             errors[f"{pname}/minimiser"] = _rel(best, mt)
         args = (X, T, H, g["W"], tgt, g["rho"], mt)
         marg, cond, gm, gc = _grid_eval(fields, *args)
-        diffs = np.asarray(marg - cond)
+        diffs = np.asarray(marg) - np.asarray(cond)
         scale = max(1.0, float(np.max(np.abs(cond))))
         errors[f"{pname}/L_marg - L_cond spread"] = float(np.ptp(diffs)) / scale
         info[f"{pname}/L_marg - L_cond"] = float(diffs[0])
@@ -649,13 +683,6 @@ def _remark_4_6_case(path, x0, energy, beta, keys, field, cfield, efm, ed):
     return out
 
 
-def _remark_nets(key: jax.Array) -> tuple[MLPField, MLPField]:
-    k1, k2 = jr.split(key)
-    return MLPField(2, width=32, depth=2, key=k1), MLPField(
-        2, cond_dim=1, width=32, depth=2, key=k2
-    )
-
-
 @register(
     "remark-4.6",
     "Remark 4.6: efm/ed (and qfm/qd) losses = CFM / denoising on pi by importance weights",
@@ -677,10 +704,10 @@ def _remark_4_6(
     ``qfm_loss`` / ``qd_loss`` with ``Q = -E`` on one state equal ``efm_loss`` / ``ed_loss``."""
     data, beta = uniform_finite(2)
     k = 8
-    x0 = jnp.tile(data.points, (k, 1))
-    energy = jnp.tile(data.energy, k)
-    field, cfield = _jit(_remark_nets)(jr.key(20))
-    keys = [jr.key(30)]
+    x0 = _arr(np.tile(np.asarray(data.points), (k, 1)))
+    energy = _arr(np.tile(np.asarray(data.energy), k))
+    field, cfield = _random_mlps(20, dim=2), _random_mlps(21, dim=2, cond_dim=1)
+    keys = [_arr(np.array([0, 30], dtype=np.uint32))]  # jr.PRNGKey(30), without compiling
     errors: dict[str, float] = {}
     for pname, path in _paths(only=only_paths):
         out = _remark_4_6_case(path, x0, energy, beta, keys, field, cfield, efm, ed)
@@ -878,16 +905,18 @@ def _lemma_4_10(
             if w == 1.0:
                 errors[f"{pname}/w=1/CFG = EG"] = _rel(v["CFG"], v["EG"])
             else:
-                info[f"{pname}/w={w}/max|CFG - EG|"] = float(np.max(np.abs(v["CFG"] - v["EG"])))
+                info[f"{pname}/w={w}/max|CFG - EG|"] = _max(
+                    np.abs(np.asarray(v["CFG"]) - np.asarray(v["EG"]))
+                )
             if not sampler:  # pointwise identities only (quicker)
                 continue
             m_star, s_star = tilted_closed_form(GAUSS_MEAN, GAUSS_COV, GAUSS_A, GAUSS_C, w)
             start = _start(m_star, s_star, path)
-            eg = _GuidanceField(data, path, jnp.asarray(w), jnp.asarray(False), energy_net)
+            eg = _GuidanceField(data, path, _arr(w), _arr(False), energy_net)
             mean, cov = pushforward(eg, path, *start)
             errors[f"{pname}/w={w}/EG pushforward"] = max(_rel(mean, m_star), _rel(cov, s_star))
             if w == CFG_SCALE:
-                cfg = _GuidanceField(data, path, jnp.asarray(w), jnp.asarray(True), energy_net)
+                cfg = _GuidanceField(data, path, _arr(w), _arr(True), energy_net)
                 mean, cov = pushforward(cfg, path, *start)
                 gap = max(_rel(mean, m_star), _rel(cov, s_star))
                 info[f"{pname}/w={w}/CFG pushforward miss"] = gap
@@ -949,11 +978,11 @@ def _lemma_4_11(
     ``p_t(c | x) = sum_i p(x0_i | x) p(c | x0_i)``."""
     data0, _ = uniform_finite(2)
     logp_c = _classifier_logp(data0.points)
-    w = weights(jnp.asarray(energy(logp_c)), 1.0)
+    w = _jitted(weights)(_arr(energy(logp_c)), _arr(1.0))
     centres, z, t = _points(6, data0)
     errors: dict[str, float] = {}
     for pname, path in _paths(only=only_paths):
-        best, ref = _lemma_4_11_case(data0, jnp.asarray(logp_c), w, path, centres, z, t)
+        best, ref = _lemma_4_11_case(data0, logp_c, w, path, centres, z, t)
         errors[pname] = _rel(best, ref)
     return Outcome(errors)
 
@@ -989,7 +1018,7 @@ def _eq_5_4(
         for _ in range(n_rounds):
             data, _ = gauss_2d(mean, cov)
             m1, s1 = tilted_closed_form(mean, cov, GAUSS_A, GAUSS_C, beta)
-            field = _VelocityField(data, path, jnp.asarray(beta), velocity)
+            field = _VelocityField(data, path, _arr(beta), velocity)
             mean, cov = pushforward(field, path, *_start(m1, s1, path))
         errors[f"{pname}/gaussian/mean"] = _rel(mean, m_n)
         errors[f"{pname}/gaussian/cov"] = _rel(cov, s_n)
@@ -1001,7 +1030,7 @@ def _eq_5_4(
     worst = 0.0
     for r in range(n_rounds):
         support = np.repeat(np.arange(4), mult)
-        w = np.asarray(weights(jnp.asarray(-q_vals[support][None, :]), b2))[0]
+        w = np.asarray(_jitted(weights)(_arr(-q_vals[support][None, :]), _arr(b2)))[0]
         probs = np.bincount(support, weights=w, minlength=4) / support.shape[0]
         if r + 1 < n_rounds:
             m_next = int(np.sum(k ** (r + 1)))
@@ -1055,13 +1084,13 @@ def _energy_weights(
         "one dominant": (dominant, 1.0),
         "E down to -1e4": (-rng.uniform(0, 1e4, n), 1.0),
     }
-    jw = jax.jit(weights)
+    jw = jax.jit(weights)  # XLA's default options: this check is about float64 rounding
     errors: dict[str, float] = {}
     for name, (e, beta) in cases.items():
-        got = np.asarray(jw(jnp.asarray(e), jnp.asarray(beta)))
+        got = np.asarray(jw(_arr(e), _arr(beta)))
         errors[name] = _rel(got / n, _decimal_weights(e, beta) / n)
     rows = np.stack([np.linspace(0, 1e4, 8), rng.uniform(0, 30, 8), 1e4 + rng.uniform(0, 2, 8)])
-    got = np.asarray(jax.jit(grouped)(jnp.asarray(rows), jnp.asarray(3.0)))
+    got = np.asarray(jax.jit(grouped)(_arr(rows), _arr(3.0)))
     ref = np.stack([_decimal_weights(r, 3.0) for r in rows])
     errors["grouped rows"] = _rel(got / rows.shape[1], ref / rows.shape[1])
     return Outcome(errors)

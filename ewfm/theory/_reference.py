@@ -73,7 +73,9 @@ def gaussian_data(
     else:
         A_ = np.asarray(A, dtype=np.float64)
         b = A_ @ np.asarray(c, dtype=np.float64)
-    return GaussianMixture(*(jnp.asarray(v) for v in (np.log(w / np.sum(w)), means_, covs_, A_, b)))
+    # device_put: jnp.asarray would compile a small program per shape
+    leaves = (np.log(w / np.sum(w)), means_, covs_, A_, b)
+    return GaussianMixture(*(jax.device_put(v) for v in leaves))
 
 
 def _inv(M: Array) -> Array:
@@ -148,6 +150,7 @@ def tilted_gaussians(
     return log_w - jax.nn.logsumexp(log_w), m, S
 
 
+@jax.jit
 def log_marginal(
     data: Data, path: AbstractPath, x: Float[Array, " dim"], t: Scalar, beta: Scalar
 ) -> Float[Array, ""]:
@@ -176,6 +179,7 @@ def posterior_logits(
     return data.log_p - beta * data.energy - 0.5 * sq / s**2
 
 
+@jax.jit
 def intermediate_energy(
     data: FiniteData, path: AbstractPath, x: Float[Array, " dim"], t: Scalar, beta: Scalar
 ) -> Float[Array, ""]:
@@ -185,6 +189,7 @@ def intermediate_energy(
     return -(jax.nn.logsumexp(lg) - jax.nn.logsumexp(l0))
 
 
+@jax.jit
 def posterior_mean(
     data: Data, path: AbstractPath, x: Float[Array, " dim"], t: Scalar, beta: Scalar
 ) -> Float[Array, " dim"]:
