@@ -17,7 +17,6 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import optax
@@ -26,12 +25,13 @@ from .._losses import ed_loss, efm_loss, qfm_loss
 from .._nets import MLPField
 from .._paths import AbstractPath, OTPath, VPPath
 from .._sample import sample
-from .._train import fit
-from ._exact import GAUSS_A, GAUSS_C, GAUSS_COV, GAUSS_MEAN, tilted_closed_form
+from .._train import fit, init_state
+from ._exact import GAUSS_A, GAUSS_C, GAUSS_COV, GAUSS_MEAN, _jit, tilted_closed_form
 from ._registry import Outcome, register
 
 Z_TOL = 5.0
 BETA = 1.0
+N_TRAIN, N_SAMPLES, STEPS = 8192, 4096, 2000
 
 
 def _energy(x: np.ndarray) -> np.ndarray:
@@ -56,45 +56,72 @@ def _z_scores(x: np.ndarray, w: np.ndarray, label: str) -> dict[str, float]:
     return out
 
 
+def _optimizer(steps: int) -> optax.GradientTransformation:
+    return optax.adam(optax.cosine_decay_schedule(2e-3, steps, alpha=0.05))
+
+
+@_jit
+def _setup(seed, cond_dim, steps):
+    """Network, optimiser state and keys in one program (eager initialisation compiles
+    dozens of small programs)."""
+    k_net, k_fit, k_s = jr.split(jr.key(seed), 3)
+    net = MLPField(2, cond_dim=cond_dim, width=64, depth=2, key=k_net)
+    return init_state(net, _optimizer(steps)), k_fit, k_s
+
+
+_sample = _jit(sample)
+
+
 def _train_and_sample(
-    loss_fn: Callable[..., Any],
-    data: Any,
+    loss: Callable[..., Any],
+    data: tuple[np.ndarray, ...],
     path: AbstractPath,
     *,
-    cond_dim: int,
     prediction: str,
-    n_samples: int,
-    steps: int,
+    solver: str,
     seed: int,
-    cond: Any = None,
-    solver: str = "heun",
+    steps: int,
+    n_samples: int,
+    cond: np.ndarray | None = None,
 ) -> np.ndarray:
-    key = jr.key(seed)
-    k_net, k_fit, k_s = jr.split(key, 3)
-    net = MLPField(2, cond_dim=cond_dim, width=64, depth=2, key=k_net)
-    opt = optax.adam(optax.cosine_decay_schedule(2e-3, steps, alpha=0.05))
-    res = fit(
-        net,
-        loss_fn,
-        data,
-        key=k_fit,
-        optimizer=opt,
-        epochs=4,
-        batch_size=256,
-        steps_per_epoch=steps // 4,
-        ema_decay=0.99,
-    )
-    out = sample(
-        res.state.ema,
-        path,
-        k_s,
-        (n_samples, 2),
-        cond,
-        solver=solver,
-        steps=32,
-        prediction=prediction,
-    )
-    return np.asarray(out.x, dtype=np.float64)
+    """Fit an `MLPField` (width 64, depth 2; `fit`: 4 epochs, batch 256, Adam with cosine
+    decay, EMA 0.99) with ``loss(model, path, *batch, BETA, key)``, in float32, and draw
+    ``n_samples`` with `sample` (32 steps of ``solver``)."""
+
+    def loss_fn(model, batch, key):
+        *arrays, last = batch
+        if cond is None:  # efm / ed: (x0, energy)
+            return loss(model, path, *arrays, last, BETA, key)
+        return loss(model, path, *arrays, BETA, key, last)  # qfm: (actions, q, states)
+
+    with jax.enable_x64(False):
+        batch = tuple(jax.device_put(np.asarray(v, np.float32)) for v in data)
+        cond_dim = 0 if cond is None else cond.shape[1]
+        state, k_fit, k_s = _setup(np.asarray(seed, np.int32), cond_dim, steps)
+        res = fit(
+            state.model,
+            loss_fn,
+            batch,
+            key=k_fit,
+            optimizer=_optimizer(steps),
+            epochs=4,
+            batch_size=256,
+            steps_per_epoch=steps // 4,
+            ema_decay=0.99,
+            state=state,
+        )
+        c = None if cond is None else jax.device_put(np.asarray(cond, np.float32))
+        out = _sample(
+            res.state.ema,
+            path,
+            k_s,
+            (n_samples, 2),
+            c,
+            solver=solver,
+            steps=32,
+            prediction=prediction,
+        )
+        return np.asarray(out.x, dtype=np.float64)
 
 
 def _gaussian_data(n: int, seed: int) -> np.ndarray:
@@ -102,7 +129,32 @@ def _gaussian_data(n: int, seed: int) -> np.ndarray:
     return rng.multivariate_normal(GAUSS_MEAN, GAUSS_COV, size=n)
 
 
-N_TRAIN, N_SAMPLES, STEPS = 8192, 4096, 2000
+def _trained_gaussian(
+    loss: Callable[..., Any],
+    path: AbstractPath,
+    label: str,
+    *,
+    prediction: str,
+    solver: str,
+    data_seed: int,
+    seed: int,
+    steps: int,
+    n_samples: int,
+) -> Outcome:
+    """Train on ``N_TRAIN`` samples of ``N(m, S)`` with their energies; z-scores of pi."""
+    x0 = _gaussian_data(N_TRAIN, data_seed)
+    e = _energy(x0)
+    x = _train_and_sample(
+        loss,
+        (x0, e),
+        path,
+        prediction=prediction,
+        solver=solver,
+        seed=seed,
+        steps=steps,
+        n_samples=n_samples,
+    )
+    return Outcome(_z_scores(x, np.exp(-BETA * (e - e.min())), label))
 
 
 @register(
@@ -115,26 +167,17 @@ def _trained_efm(
     *, tolerance: float, loss: Callable = efm_loss, steps: int = STEPS, n_samples: int = N_SAMPLES
 ) -> Outcome:
     """efm_loss on the OT path, Heun sampler (32 steps)."""
-    x0 = _gaussian_data(N_TRAIN, 0)
-    e = _energy(x0)
-    path = OTPath()
-
-    def loss_fn(model, batch, key):
-        x, en = batch
-        return loss(model, path, x, en, BETA, key)
-
-    with jax.enable_x64(False):
-        x = _train_and_sample(
-            loss_fn,
-            (jnp.asarray(x0, jnp.float32), jnp.asarray(e, jnp.float32)),
-            path,
-            cond_dim=0,
-            prediction="velocity",
-            n_samples=n_samples,
-            steps=steps,
-            seed=1,
-        )
-    return Outcome(_z_scores(x, np.exp(-BETA * (e - e.min())), "efm"))
+    return _trained_gaussian(
+        loss,
+        OTPath(),
+        "efm",
+        prediction="velocity",
+        solver="heun",
+        data_seed=0,
+        seed=1,
+        steps=steps,
+        n_samples=n_samples,
+    )
 
 
 @register(
@@ -147,27 +190,17 @@ def _trained_ed(
     *, tolerance: float, loss: Callable = ed_loss, steps: int = STEPS, n_samples: int = N_SAMPLES
 ) -> Outcome:
     """ed_loss on the VP path, noise prediction, DPM-Solver-2M (32 steps) down to t_min."""
-    x0 = _gaussian_data(N_TRAIN, 2)
-    e = _energy(x0)
-    path = VPPath()
-
-    def loss_fn(model, batch, key):
-        x, en = batch
-        return loss(model, path, x, en, BETA, key)
-
-    with jax.enable_x64(False):
-        x = _train_and_sample(
-            loss_fn,
-            (jnp.asarray(x0, jnp.float32), jnp.asarray(e, jnp.float32)),
-            path,
-            cond_dim=0,
-            prediction="eps",
-            n_samples=n_samples,
-            steps=steps,
-            seed=3,
-            solver="dpm2",
-        )
-    return Outcome(_z_scores(x, np.exp(-BETA * (e - e.min())), "ed"))
+    return _trained_gaussian(
+        loss,
+        VPPath(),
+        "ed",
+        prediction="eps",
+        solver="dpm2",
+        data_seed=2,
+        seed=3,
+        steps=steps,
+        n_samples=n_samples,
+    )
 
 
 @register(
@@ -187,25 +220,18 @@ def _trained_qfm(
     actions = _gaussian_data(n_states * m, 4).reshape(n_states, m, 2)
     q = -_energy(actions)
     states = np.random.default_rng(5).uniform(-1, 1, (n_states, 1))
-    path = OTPath()
-
-    def loss_fn(model, batch, key):
-        a, qq, s = batch
-        return loss(model, path, a, qq, BETA, key, s)
-
     cond = np.random.default_rng(6).uniform(-1, 1, (n_samples, 1))
-    with jax.enable_x64(False):
-        x = _train_and_sample(
-            loss_fn,
-            tuple(jnp.asarray(v, jnp.float32) for v in (actions, q, states)),
-            path,
-            cond_dim=1,
-            prediction="velocity",
-            n_samples=n_samples,
-            steps=steps,
-            seed=7,
-            cond=jnp.asarray(cond, jnp.float32),
-        )
+    x = _train_and_sample(
+        loss,
+        (actions, q, states),
+        OTPath(),
+        prediction="velocity",
+        solver="heun",
+        seed=7,
+        steps=steps,
+        n_samples=n_samples,
+        cond=cond,
+    )
     w = np.exp(BETA * (q - q.max(axis=1, keepdims=True)))
     w = (w / w.sum(axis=1, keepdims=True)).reshape(-1)
     return Outcome(_z_scores(x, w, "qfm"))
