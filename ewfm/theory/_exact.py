@@ -333,8 +333,14 @@ def _start(mean: Any, cov: Any, path: AbstractPath) -> tuple[np.ndarray, np.ndar
 # -- 1. Lemma 3.2 ----------------------------------------------------------------------------
 
 
+# Each check with a compiled ingredient keeps the reference and the ingredient in separate
+# programs: a broken twin then recompiles only the (small) part holding the ingredient.
+
+_TS = np.linspace(0.05, 0.95, 19)
+
+
 @_jit
-def _lemma_3_2_case(data, path, centres, z, t, vfs):
+def _lemma_3_2_refs(data, path, centres, z, t):
     x = _x(path, centres, z, t)
 
     def refs(x, t):
@@ -342,33 +348,48 @@ def _lemma_3_2_case(data, path, centres, z, t, vfs):
         m = posterior_mean(data, path, x, t, 0.0)
         eps = (x - path.alpha(t) * m) / path.sigma(t)
         vel = jax.grad(path.alpha)(t) * m + jax.grad(path.sigma)(t) * eps
-        return score, vel, eps
+        # METHOD.md's sanity case: a point mass at 0 has score -x / sigma^2 and velocity
+        # (sigma'/sigma) x (OT: x / t)
+        point = jax.grad(path.sigma)(t) / path.sigma(t) * x
+        return score, vel, eps, point
 
-    score, vel, eps = jax.vmap(refs)(x, t)
-    lib = {
-        "velocity_from_score": (lambda s, x, t: vfs(path, s, x, t), score, vel),
-        "score_from_velocity": (path.score_from_velocity, vel, score),
-        "velocity_from_eps": (path.velocity_from_eps, eps, vel),
-        "eps_from_velocity": (path.eps_from_velocity, vel, eps),
-        "score_from_eps": (lambda e, x, t: path.score_from_eps(e, t), eps, score),
-        "eps_from_score": (lambda s, x, t: path.eps_from_score(s, t), score, eps),
-        "to_velocity(score)": (lambda s, x, t: to_velocity(path, s, x, t, "score"), score, vel),
-        "to_velocity(eps)": (lambda e, x, t: to_velocity(path, e, x, t, "eps"), eps, vel),
-        "to_eps(score)": (lambda s, x, t: to_eps(path, s, x, t, "score"), score, eps),
-        "to_eps(velocity)": (lambda v, x, t: to_eps(path, v, x, t, "velocity"), vel, eps),
+    score, vel, eps, point = jax.vmap(refs)(x, t)
+    ref = {
+        "velocity_from_score": vel,
+        "score_from_velocity": score,
+        "velocity_from_eps": vel,
+        "eps_from_velocity": eps,
+        "score_from_eps": score,
+        "eps_from_score": eps,
+        "to_velocity(score)": vel,
+        "to_velocity(eps)": vel,
+        "to_eps(score)": eps,
+        "to_eps(velocity)": eps,
+        "d_alpha": jax.vmap(jax.grad(path.alpha))(_TS),
+        "d_sigma": jax.vmap(jax.grad(path.sigma))(_TS),
+        "point mass at 0": point,
     }
-    got = {k: jax.vmap(fn)(inp, x, t) for k, (fn, inp, _) in lib.items()}
-    ref = {k: r for k, (_, _, r) in lib.items()}
-    ts = jnp.linspace(0.05, 0.95, 19)
-    got["d_alpha"], ref["d_alpha"] = jax.vmap(path.d_alpha)(ts), jax.vmap(jax.grad(path.alpha))(ts)
-    got["d_sigma"], ref["d_sigma"] = jax.vmap(path.d_sigma)(ts), jax.vmap(jax.grad(path.sigma))(ts)
-    # METHOD.md's sanity case: a point mass at 0 has score -x / sigma^2 and velocity
-    # (sigma'/sigma) x (OT: x / t)
+    return x, (score, vel, eps), ref
+
+
+@_jit
+def _lemma_3_2_lib(path, x, t, score, vel, eps, vfs):
+    lib = {
+        "velocity_from_score": (lambda s, x, t: vfs(path, s, x, t), score),
+        "score_from_velocity": (path.score_from_velocity, vel),
+        "velocity_from_eps": (path.velocity_from_eps, eps),
+        "eps_from_velocity": (path.eps_from_velocity, vel),
+        "score_from_eps": (lambda e, x, t: path.score_from_eps(e, t), eps),
+        "eps_from_score": (lambda s, x, t: path.eps_from_score(s, t), score),
+        "to_velocity(score)": (lambda s, x, t: to_velocity(path, s, x, t, "score"), score),
+        "to_velocity(eps)": (lambda e, x, t: to_velocity(path, e, x, t, "eps"), eps),
+        "to_eps(score)": (lambda s, x, t: to_eps(path, s, x, t, "score"), score),
+        "to_eps(velocity)": (lambda v, x, t: to_eps(path, v, x, t, "velocity"), vel),
+    }
+    got = {k: jax.vmap(fn)(inp, x, t) for k, (fn, inp) in lib.items()}
+    got["d_alpha"], got["d_sigma"] = jax.vmap(path.d_alpha)(_TS), jax.vmap(path.d_sigma)(_TS)
     got["point mass at 0"] = jax.vmap(lambda x, t: vfs(path, -x / path.sigma(t) ** 2, x, t))(x, t)
-    ref["point mass at 0"] = jax.vmap(lambda x, t: jax.grad(path.sigma)(t) / path.sigma(t) * x)(
-        x, t
-    )
-    return got, ref
+    return got
 
 
 def _default_vfs(path, score, x, t):
@@ -396,8 +417,9 @@ def _lemma_3_2(
     centres, z, t = _points(1, data)
     errors: dict[str, float] = {}
     for pname, path in _paths(rectified=True, only=only_paths):
-        got, ref = _lemma_3_2_case(data, path, centres, z, t, velocity_from_score)
-        for q in got:
+        x, inputs, ref = _lemma_3_2_refs(data, path, centres, z, t)
+        got = _lemma_3_2_lib(path, x, t, *inputs, velocity_from_score)
+        for q in ref:
             errors[f"{pname}/{q}"] = _rel(got[q], ref[q])
     return Outcome(errors)
 
@@ -406,27 +428,34 @@ def _lemma_3_2(
 
 
 @_jit
-def _continuity_case(cases, path, velocity):
+def _continuity_refs(cases, path):
+    """Test points and ``grad_x log q_t``, ``d_t log q_t`` (autodiff of the closed form)."""
+
     def one(data, centres, z, t, beta):
         x = _x(path, centres, z, t)
+        lq = lambda y, s: log_marginal(data, path, y, s, beta)
+        gx, dt = jax.vmap(jax.grad(lq, argnums=(0, 1)))(x, t)  # one backward pass for both
+        return x, gx, dt
 
-        def residual(x, t):
-            def lq(y, s):
-                return log_marginal(data, path, y, s, beta)
+    return {name: one(*case) for name, case in cases.items()}
 
+
+@_jit
+def _continuity_velocity(cases, path, x, velocity):
+    """``u`` and ``div u`` (forward-mode Jacobian) at the test points."""
+
+    def one(data, t, beta, x):
+        def value_and_div(y, t):
             def u(y):
                 v = velocity(data, path, y, t, beta)
                 return v, v
 
-            gx, dt = jax.grad(lq, argnums=(0, 1))(x, t)  # one backward pass for both
-            jac, ux = jax.jacfwd(u, has_aux=True)(x)  # the value comes with the Jacobian
-            div = jnp.trace(jac)
-            flux = ux @ gx
-            return jnp.abs(dt + div + flux) / (1 + jnp.abs(dt) + jnp.abs(div) + jnp.abs(flux))
+            jac, v = jax.jacfwd(u, has_aux=True)(y)  # the value comes with the Jacobian
+            return v, jnp.trace(jac)
 
-        return jax.vmap(residual)(x, t)
+        return jax.vmap(value_and_div)(x, t)
 
-    return {name: one(*case) for name, case in cases.items()}
+    return {name: one(data, t, beta, x[name]) for name, (data, _, _, t, beta) in cases.items()}
 
 
 @register(
@@ -449,7 +478,13 @@ def _theorem_4_1_continuity(
         cases[dname] = (data, *_points(3, data), beta)
     errors: dict[str, float] = {}
     for pname, path in _paths(rectified=True, only=only_paths):
-        for dname, res in _continuity_case(cases, path, velocity).items():
+        refs = _continuity_refs(cases, path)
+        vel = _continuity_velocity(cases, path, {k: v[0] for k, v in refs.items()}, velocity)
+        for dname, (_, gx, dt) in refs.items():
+            u, div = (np.asarray(a) for a in vel[dname])
+            dt = np.asarray(dt)
+            flux = np.sum(u * np.asarray(gx), axis=1)
+            res = np.abs(dt + div + flux) / (1 + np.abs(dt) + np.abs(div) + np.abs(flux))
             errors[f"{pname}/{dname}"] = _max(res)
     return Outcome(errors)
 
@@ -649,38 +684,47 @@ def _draws(path: AbstractPath, x0: jax.Array, key: jax.Array) -> dict[str, jax.A
 
 
 @_jit
-def _remark_4_6_case(path, x0, energy, beta, keys, field, cfield, efm, ed):
+def _remark_4_6_refs(path, x0, energy, beta, keys, field, cfield):
+    """The draws of every key, the importance-weighted CFM / denoising losses on them, and
+    ``qfm_loss`` / ``qd_loss`` (compared with the ingredients ``efm`` / ``ed`` with a
+    constant condition)."""
     b = x0.shape[0]
     ratio = jnp.exp(-beta * energy - jax.nn.logsumexp(-beta * energy) + jnp.log(b))
+    state = jnp.ones((1, 1))
     out = []
     for key in keys:
         dr = _draws(path, x0, key)
         ps = jax.vmap(path.sample)(x0, dr["eps"], dr["t"])
         f = jax.vmap(lambda x, t: field(x, t, None))(dr["x_t"], dr["t"])
-        cond, state = jnp.ones((b, 1)), jnp.ones((1, 1))
         out.append(
             {
                 "draws on path: x_t": (dr["x_t"], ps.x_t),
                 "draws on path: u": (dr["u"], ps.velocity),
-                "efm_loss": (
-                    efm(field, path, x0, energy, beta, key),
-                    jnp.mean(ratio * jnp.sum((f - dr["u"]) ** 2, axis=1)),
+                "efm_loss": jnp.mean(ratio * jnp.sum((f - dr["u"]) ** 2, axis=1)),
+                "ed_loss": jnp.mean(ratio * jnp.sum((f - dr["eps"]) ** 2, axis=1)),
+                "qfm_loss = efm_loss(E=-Q)": qfm_loss(
+                    cfield, path, x0[None], -energy[None], beta, key, state
                 ),
-                "ed_loss": (
-                    ed(field, path, x0, energy, beta, key),
-                    jnp.mean(ratio * jnp.sum((f - dr["eps"]) ** 2, axis=1)),
-                ),
-                "qfm_loss = efm_loss(E=-Q)": (
-                    qfm_loss(cfield, path, x0[None], -energy[None], beta, key, state),
-                    efm(cfield, path, x0, energy, beta, key, cond=cond),
-                ),
-                "qd_loss = ed_loss(E=-Q)": (
-                    qd_loss(cfield, path, x0[None], -energy[None], beta, key, state),
-                    ed(cfield, path, x0, energy, beta, key, cond=cond),
+                "qd_loss = ed_loss(E=-Q)": qd_loss(
+                    cfield, path, x0[None], -energy[None], beta, key, state
                 ),
             }
         )
     return out
+
+
+@_jit
+def _remark_4_6_lib(path, x0, energy, beta, keys, field, cfield, efm, ed):
+    cond = jnp.ones((x0.shape[0], 1))
+    return [
+        {
+            "efm_loss": efm(field, path, x0, energy, beta, key),
+            "ed_loss": ed(field, path, x0, energy, beta, key),
+            "qfm_loss = efm_loss(E=-Q)": efm(cfield, path, x0, energy, beta, key, cond=cond),
+            "qd_loss = ed_loss(E=-Q)": ed(cfield, path, x0, energy, beta, key, cond=cond),
+        }
+        for key in keys
+    ]
 
 
 @register(
@@ -710,10 +754,13 @@ def _remark_4_6(
     keys = [_arr(np.array([0, 30], dtype=np.uint32))]  # jr.PRNGKey(30), without compiling
     errors: dict[str, float] = {}
     for pname, path in _paths(only=only_paths):
-        out = _remark_4_6_case(path, x0, energy, beta, keys, field, cfield, efm, ed)
-        for i, case in enumerate(out):
-            for q, (got, ref) in case.items():
-                errors[f"{pname}/key{i}/{q}"] = _rel(got, ref)
+        refs = _remark_4_6_refs(path, x0, energy, beta, keys, field, cfield)
+        lib = _remark_4_6_lib(path, x0, energy, beta, keys, field, cfield, efm, ed)
+        for i, (ref, got) in enumerate(zip(refs, lib, strict=True)):
+            for q, r in ref.items():
+                # draws: (recovered, on the path); losses: library ingredient vs reference
+                pair = r if q.startswith("draws") else (got[q], r)
+                errors[f"{pname}/key{i}/{q}"] = _rel(*pair)
     return Outcome(errors)
 
 
@@ -721,22 +768,33 @@ def _remark_4_6(
 
 
 @_jit
-def _score_case(cases, path, score):
+def _score_refs(cases, path):
+    """Test points, ``grad log q_t`` by autodiff of the closed form, and on the finite data
+    set ``grad log p_t - grad E_t`` [3.6]."""
+
     def one(data, centres, z, t, beta):
         x = _x(path, centres, z, t)
 
-        def pair(x, t):
+        def refs(x, t):
             ref = jax.grad(log_marginal, argnums=2)(data, path, x, t, beta)
-            out = {"eq4.4": (score(data, path, x, t, beta), ref)}
+            out = {"ref": ref}
             if isinstance(data, FiniteData):
                 gp = jax.grad(log_marginal, argnums=2)(data, path, x, t, 0.0)
                 ge = jax.grad(intermediate_energy, argnums=2)(data, path, x, t, beta)
-                out["eq3.6"] = (gp - ge, ref)
+                out["eq3.6"] = gp - ge
             return out
 
-        return jax.vmap(pair)(x, t)
+        return x, jax.vmap(refs)(x, t)
 
     return {name: one(*case) for name, case in cases.items()}
+
+
+@_jit
+def _score_lib(cases, path, x, score):
+    def one(data, t, beta, x):
+        return jax.vmap(lambda y, s: score(data, path, y, s, beta))(x, t)
+
+    return {name: one(data, t, beta, x[name]) for name, (data, _, _, t, beta) in cases.items()}
 
 
 @register(
@@ -760,9 +818,12 @@ def _corollary_4_7(
         cases[dname] = (data, *_points(4, data), beta)
     errors: dict[str, float] = {}
     for pname, path in _paths(only=only_paths):
-        for dname, out in _score_case(cases, path, score).items():
-            for q, (got, ref) in out.items():
-                errors[f"{pname}/{dname}/{q}"] = _rel(got, ref)
+        refs = _score_refs(cases, path)
+        got = _score_lib(cases, path, {k: v[0] for k, v in refs.items()}, score)
+        for dname, (_, ref) in refs.items():
+            errors[f"{pname}/{dname}/eq4.4"] = _rel(got[dname], ref["ref"])
+            if "eq3.6" in ref:
+                errors[f"{pname}/{dname}/eq3.6"] = _rel(ref["eq3.6"], ref["ref"])
     return Outcome(errors)
 
 
@@ -851,25 +912,33 @@ def _batch(field: Callable[..., Any], x: jax.Array, t: jax.Array, cond: Any = No
 
 
 @_jit
-def _lemma_4_10_case(data, path, centres, z, t, energy_net):
+def _lemma_4_10_refs(data, path, centres, z, t):
+    """Test points; CFG and classifier guidance and Theorem 4.1's ``u^w`` at every scale."""
     x = _x(path, centres, z, t)
     mix, uncond = _Mix(data, path), _Uncond(data, path)
     classifier = _LogRatio(data, path, jnp.asarray(1.0))
-    one, null = jnp.ones(1), jnp.zeros(1)
 
     def at_scale(w):  # w traced: one trace for every scale
-        cfg = CFGField(mix, w, null)
+        cfg = CFGField(mix, w, jnp.zeros(1))
         cg = EnergyGuidedField(uncond, classifier, path, w, "velocity")
-        eg = EnergyGuidedField(uncond, energy_net(data, path, w), path, 1.0, "velocity")
         return {
-            "CFG": _batch(cfg, x, t, one),
+            "CFG": _batch(cfg, x, t, jnp.ones(1)),
             "CG": _batch(cg, x, t),
-            "EG": _batch(eg, x, t),
             "Thm4.1": _batch(_VelocityField(data, path, w, guided_velocity), x, t),
         }
 
-    out = jax.vmap(at_scale)(jnp.asarray(SCALES))
-    return {w: jax.tree.map(lambda v, i=i: v[i], out) for i, w in enumerate(SCALES)}
+    return x, jax.vmap(at_scale)(jnp.asarray(SCALES))
+
+
+@_jit
+def _lemma_4_10_energy(data, path, x, t, energy_net):
+    """Energy guidance with the ingredient ``energy_net`` at every scale."""
+
+    def at_scale(w):
+        net = energy_net(data, path, w)
+        return _batch(EnergyGuidedField(_Uncond(data, path), net, path, 1.0, "velocity"), x, t)
+
+    return jax.vmap(at_scale)(jnp.asarray(SCALES))
 
 
 @register(
@@ -898,16 +967,16 @@ def _lemma_4_10(
     info: dict[str, float] = {}
     ok = True
     for pname, path in _paths(only=only_paths):
-        out = _lemma_4_10_case(data, path, centres, z, t, energy_net)
-        for w, v in out.items():
+        x, refs = _lemma_4_10_refs(data, path, centres, z, t)
+        energy = np.asarray(_lemma_4_10_energy(data, path, x, t, energy_net))
+        for i, w in enumerate(SCALES):
+            v = {k: np.asarray(a[i]) for k, a in refs.items()} | {"EG": energy[i]}
             errors[f"{pname}/w={w}/CFG = CG"] = _rel(v["CFG"], v["CG"])
             errors[f"{pname}/w={w}/EG = u^beta"] = _rel(v["EG"], v["Thm4.1"])
             if w == 1.0:
                 errors[f"{pname}/w=1/CFG = EG"] = _rel(v["CFG"], v["EG"])
             else:
-                info[f"{pname}/w={w}/max|CFG - EG|"] = _max(
-                    np.abs(np.asarray(v["CFG"]) - np.asarray(v["EG"]))
-                )
+                info[f"{pname}/w={w}/max|CFG - EG|"] = _max(np.abs(v["CFG"] - v["EG"]))
             if not sampler:  # pointwise identities only (quicker)
                 continue
             m_star, s_star = tilted_closed_form(GAUSS_MEAN, GAUSS_COV, GAUSS_A, GAUSS_C, w)
