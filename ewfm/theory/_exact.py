@@ -270,6 +270,13 @@ def _x(path: AbstractPath, centres: jax.Array, z: jax.Array, t: jax.Array) -> ja
     return a * centres + (s + 0.5 * a) * z
 
 
+@eqx.filter_jit
+def _field_value(field: Callable[..., Any], x: jax.Array, t: jax.Array) -> jax.Array:
+    """``field(x, t)`` as an inner jit: the sampler traces its vector field four times, and
+    the repeats then reuse the first trace."""
+    return field(x, t)
+
+
 class _VelocityField(eqx.Module):
     """A reference velocity as a field ``(x, t, cond) -> v`` the sampler can integrate."""
 
@@ -279,6 +286,9 @@ class _VelocityField(eqx.Module):
     velocity: Callable[..., Any] = eqx.field(static=True)
 
     def __call__(self, x, t, cond=None):
+        return _field_value(self._value, x, t)
+
+    def _value(self, x, t):
         return self.velocity(self.data, self.path, x, t, self.beta)
 
 
@@ -895,6 +905,9 @@ class _GuidanceField(eqx.Module):
     energy_net: Callable[..., Any] = eqx.field(static=True)
 
     def __call__(self, x, t, cond=None):
+        return _field_value(self._value, x, t)
+
+    def _value(self, x, t):
         data, path = self.data, self.path
 
         def energy():
