@@ -383,9 +383,17 @@ def _lemma_3_2_refs(data, path, centres, z, t):
 
 
 @_jit
-def _lemma_3_2_lib(path, x, t, score, vel, eps, vfs):
+def _lemma_3_2_vfs(path, x, t, score, vfs):
+    """The ingredient ``velocity_from_score`` on the reference score and on a point mass."""
+    return {
+        "velocity_from_score": jax.vmap(lambda s, x, t: vfs(path, s, x, t))(score, x, t),
+        "point mass at 0": jax.vmap(lambda x, t: vfs(path, -x / path.sigma(t) ** 2, x, t))(x, t),
+    }
+
+
+@_jit
+def _lemma_3_2_lib(path, x, t, score, vel, eps):
     lib = {
-        "velocity_from_score": (lambda s, x, t: vfs(path, s, x, t), score),
         "score_from_velocity": (path.score_from_velocity, vel),
         "velocity_from_eps": (path.velocity_from_eps, eps),
         "eps_from_velocity": (path.eps_from_velocity, vel),
@@ -398,7 +406,6 @@ def _lemma_3_2_lib(path, x, t, score, vel, eps, vfs):
     }
     got = {k: jax.vmap(fn)(inp, x, t) for k, (fn, inp) in lib.items()}
     got["d_alpha"], got["d_sigma"] = jax.vmap(path.d_alpha)(_TS), jax.vmap(path.d_sigma)(_TS)
-    got["point mass at 0"] = jax.vmap(lambda x, t: vfs(path, -x / path.sigma(t) ** 2, x, t))(x, t)
     return got
 
 
@@ -428,7 +435,8 @@ def _lemma_3_2(
     errors: dict[str, float] = {}
     for pname, path in _paths(rectified=True, only=only_paths):
         x, inputs, ref = _lemma_3_2_refs(data, path, centres, z, t)
-        got = _lemma_3_2_lib(path, x, t, *inputs, velocity_from_score)
+        got = _lemma_3_2_lib(path, x, t, *inputs)
+        got |= _lemma_3_2_vfs(path, x, t, inputs[0], velocity_from_score)
         for q in ref:
             errors[f"{pname}/{q}"] = _rel(got[q], ref[q])
     return Outcome(errors)
@@ -724,15 +732,14 @@ def _remark_4_6_refs(path, x0, energy, beta, keys, field, cfield):
 
 
 @_jit
-def _remark_4_6_lib(path, x0, energy, beta, keys, field, cfield, efm, ed):
+def _remark_4_6_loss(path, x0, energy, beta, keys, field, cfield, loss):
+    """The ingredient ``loss`` (``efm`` or ``ed``), without and with a condition."""
     cond = jnp.ones((x0.shape[0], 1))
     return [
-        {
-            "efm_loss": efm(field, path, x0, energy, beta, key),
-            "ed_loss": ed(field, path, x0, energy, beta, key),
-            "qfm_loss = efm_loss(E=-Q)": efm(cfield, path, x0, energy, beta, key, cond=cond),
-            "qd_loss = ed_loss(E=-Q)": ed(cfield, path, x0, energy, beta, key, cond=cond),
-        }
+        (
+            loss(field, path, x0, energy, beta, key),
+            loss(cfield, path, x0, energy, beta, key, cond=cond),
+        )
         for key in keys
     ]
 
@@ -765,7 +772,17 @@ def _remark_4_6(
     errors: dict[str, float] = {}
     for pname, path in _paths(only=only_paths):
         refs = _remark_4_6_refs(path, x0, energy, beta, keys, field, cfield)
-        lib = _remark_4_6_lib(path, x0, energy, beta, keys, field, cfield, efm, ed)
+        args = (path, x0, energy, beta, keys, field, cfield)
+        e_out, d_out = _remark_4_6_loss(*args, efm), _remark_4_6_loss(*args, ed)
+        lib = [
+            {
+                "efm_loss": e[0],
+                "ed_loss": d[0],
+                "qfm_loss = efm_loss(E=-Q)": e[1],
+                "qd_loss = ed_loss(E=-Q)": d[1],
+            }
+            for e, d in zip(e_out, d_out, strict=True)
+        ]
         for i, (ref, got) in enumerate(zip(refs, lib, strict=True)):
             for q, r in ref.items():
                 # draws: (recovered, on the path); losses: library ingredient vs reference
