@@ -5,9 +5,10 @@ formulas) under test -- with the library's own as defaults. The tests replace on
 by a deliberately wrong one and assert that the check then fails.
 
 Errors are relative to the size of the reference: ``max|got - ref| / max(1, max|ref|)``.
-Set-up is done in numpy and each check compiles one program (two for the sampler checks): on
-2 CPU cores the run time is XLA compilation, so the paths are not compiled in (`_SwitchPath`
-picks one by a traced index) and no small eager operations are left.
+On 2 CPU cores the run time is tracing and XLA compilation, not running, so: set-up is done
+in numpy (no small eager programs); the paths are not compiled in (`_SwitchPath` picks one by
+a traced index, so one program serves them all); and a check keeps its reference and its
+ingredient in separate programs (a broken twin recompiles only the ingredient's).
 """
 
 import decimal
