@@ -143,7 +143,14 @@ class ImageConfig:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "ImageConfig":
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        kw = {k: v for k, v in d.items() if k in known}
+        kw["channels"] = tuple(kw.get("channels", cls.channels))  # JSON has lists
+        for k in ("target_hue", "beta_max", "learning_rate", "cfg_dropout"):
+            if k in kw:
+                kw[k] = float(kw[k])
+        if kw.get("beta") is not None:
+            kw["beta"] = float(kw["beta"])
+        return cls(**kw)
 
 
 # ----------------------------------------------------------------------------- data
