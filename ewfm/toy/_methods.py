@@ -64,9 +64,9 @@ class ToyConfig:
     """Sizes of one toy experiment. `quick` gives the small version used by tests."""
 
     n_data: int = 20_000  # the finite data set (uniform p over these points)
-    steps: int = 2_000  # gradient steps per trained network (the training budget)
+    steps: int = 3_000  # gradient steps per trained network (the training budget)
     batch_size: int = 256
-    learning_rate: float = 1e-3  # Adam, cosine-decayed to 10%
+    learning_rate: float = 3e-3  # Adam, cosine-decayed to 10%
     width: int = 128
     depth: int = 3
     cep_group: int = 16  # CEP: K samples per contrastive group
