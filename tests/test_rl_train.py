@@ -401,3 +401,17 @@ def test_support_stats_are_per_state_with_a_seed_axis():
     # state 1: 3 * softmax(0, 0, log 2) = (0.75, 0.75, 1.5); state 2: uniform (1, 1, 1)
     assert st["w_max_mean"] == pytest.approx(1.25) and st["w_data_mean"] == pytest.approx(0.875)
     assert st["q_std_within"] == pytest.approx(np.std([0, 0, np.log(2.0)]) / 2, rel=1e-6)
+
+
+def test_qgpo_end_to_end_with_two_seeds(tiny_dataset, tmp_path):
+    """QGPO's stages run per seed; its guided policy and its plain BC warm-up both evaluate."""
+    from ewfm.rl import evaluate_run, train
+
+    over = dict(TINY, dataset=tiny_dataset, algo="qgpo", seeds=2, cep_epochs=1, eval_every=0)
+    cfg = resolve_config("quick", overrides=dict(over, final_episodes=1, eval_max_steps=10))
+    out = train(cfg, tmp_path / "q", progress=False, log=lambda s: None)
+    assert out["episodes"] == 2 and len(out["behaviour_seed_scores"]) == 2
+    stages = [json.loads(x)["stage"] for x in (tmp_path / "q" / "metrics.jsonl").open()]
+    assert stages == ["behaviour", "critic", "critic", "cep"]
+    again = evaluate_run(tmp_path / "q", episodes=1)  # reloads the energy nets too
+    assert again["episodes"] == 2 and all(math.isfinite(x) for x in again["scores"])

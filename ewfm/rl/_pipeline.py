@@ -146,10 +146,11 @@ def stacked_energy_nets(cfg: TrainConfig, obs_dim: int, act_dim: int, keys) -> A
 class Policy(eqx.Module):
     """``policy(obs [K * n, obs_dim], key) -> actions`` for `ewfm.rl.evaluate`, K seeds at once.
 
-    ``field`` and ``energy_net`` carry a leading seed axis; rows ``j*n .. (j+1)*n - 1`` of the
-    observations are acted on by seed ``j`` (all seeds in one jitted call per environment
-    step). A pytree: the evaluator jits it once and new weights do not recompile.
-    Observations are normalised with the dataset statistics.
+    ``field`` (and ``energy_net``, when not ``None``) carry a leading seed axis; rows
+    ``j*n .. (j+1)*n - 1`` of the observations are acted on by seed ``j`` (all seeds in one
+    jitted call per environment step). With an energy network the field is guided by its
+    gradient (QGPO); without, it is sampled as is. A pytree: the evaluator jits it once and
+    new weights do not recompile. Observations are normalised with the dataset statistics.
     """
 
     field: Any
@@ -158,7 +159,6 @@ class Policy(eqx.Module):
     mean: Any
     std: Any
     act_dim: int = eqx.field(static=True)
-    algo: str = eqx.field(static=True)
     guidance: float = eqx.field(static=True)
 
     def __call__(self, obs, key):
@@ -167,30 +167,25 @@ class Policy(eqx.Module):
         s = s.reshape(k, -1, s.shape[-1])
 
         def one(field, energy_net, states, key):
-            f = _guided(self.algo, self.sampler.path, self.guidance, field, energy_net)
-            return self.sampler(f, states, key, self.act_dim)
+            if energy_net is not None:
+                field = EnergyGuidedField(
+                    field, energy_net, self.sampler.path, self.guidance, "eps"
+                )
+            return self.sampler(field, states, key, self.act_dim)
 
         a = eqx.filter_vmap(one)(self.field, self.energy_net, s, jr.split(key, k))
         return a.reshape(-1, self.act_dim)
 
 
-def _guided(algo: str, path: AbstractPath, guidance: float, field: Any, energy_net: Any) -> Any:
-    if algo == "qgpo":
-        assert energy_net is not None
-        return EnergyGuidedField(field, energy_net, path, guidance, "eps")
-    return field
-
-
 def make_policy(cfg: TrainConfig, field: Any, energy_net: Any, mean, std, act_dim: int) -> Policy:
-    """The evaluation policy of stacked (per-seed) networks."""
+    """The evaluation policy of stacked (per-seed) networks; ``energy_net=None``: unguided."""
     return Policy(
         field,
-        energy_net if cfg.algo == "qgpo" else None,
+        energy_net,
         make_sampler(cfg),
         jnp.asarray(mean),
         jnp.asarray(std),
         act_dim,
-        cfg.algo,
         cfg.guidance,
     )
 
@@ -482,6 +477,14 @@ def train(
     )
     stage_times["behaviour"] = time.perf_counter() - t0
 
+    def behaviour_supports(states, stream_keys, m: int):
+        """``m`` actions per state from each seed's behaviour EMA (its own key)."""
+        return per_seed(
+            lambda j: draw_supports_jit(
+                seed_slice(beh.ema, j), sampler, states, stream_keys[j], m=m, action_dim=act_dim
+            )
+        )
+
     energy_net = None
     policy = beh.ema
     if cfg.algo != "bc":
@@ -496,17 +499,7 @@ def train(
             next_sup, _ = load_checkpoint(sup_path, sup_like)
         else:
             ts = time.perf_counter()
-            critic_keys = keys["critic_support"]
-            next_sup = per_seed(
-                lambda j: draw_supports_jit(
-                    seed_slice(beh.ema, j),
-                    sampler,
-                    ns_sub,
-                    critic_keys[j],
-                    m=cfg.critic_support,
-                    action_dim=act_dim,
-                )
-            )
+            next_sup = behaviour_supports(ns_sub, keys["critic_support"], cfg.critic_support)
             next_sup = jax.block_until_ready(next_sup)
             save_checkpoint(sup_path, next_sup, {"seconds": time.perf_counter() - ts})
             log(f"critic supports: {next_sup.shape} in {time.perf_counter() - ts:.0f} s")
@@ -569,17 +562,7 @@ def train(
             if sp.exists():
                 sup, _ = load_checkpoint(sp, like)
             else:
-                cep_keys = _fold(keys["cep"], 1)
-                sup = per_seed(
-                    lambda j: draw_supports_jit(
-                        seed_slice(beh.ema, j),
-                        sampler,
-                        s_q,
-                        cep_keys[j],
-                        m=cfg.support,
-                        action_dim=act_dim,
-                    )
-                )
+                sup = behaviour_supports(s_q, _fold(keys["cep"], 1), cfg.support)
                 save_checkpoint(sp, sup, {})
             sq = per_seed(lambda j: _chunked_q(score_q, seed_slice(qnet, j), s_q, sup[j]))
             sset = SupportSet(s_q, sup, sq)
