@@ -22,6 +22,7 @@ from types import ModuleType
 
 import numpy as np
 
+from .._choice import check_choice
 from .._io import atomic_path
 
 DATASETS: tuple[str, ...] = ("shapes", "twemoji")
@@ -53,9 +54,7 @@ class ImageSet:
 
 def check_dataset(name: str) -> str:
     """Return ``name`` if it is a known image set, else raise a one-line `ValueError`."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}.")
-    return name
+    return check_choice(name, DATASETS, "data set")
 
 
 def hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:

@@ -30,6 +30,7 @@ import jax.random as jr
 import optax
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from .._choice import check_choice
 from .._likelihood import log_likelihood
 from .._losses import cep_loss, cfm_loss, ed_loss, efm_loss
 from .._nets import EnergyNet, MLPField
@@ -54,9 +55,7 @@ _VP = VPPath()
 
 def check_method(name: str) -> str:
     """Return ``name`` if it is a known method, else raise a one-line `ValueError`."""
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}.")
-    return name
+    return check_choice(name, METHODS, "method")
 
 
 @dataclasses.dataclass(frozen=True)
