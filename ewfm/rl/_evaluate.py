@@ -1,5 +1,6 @@
 """Vectorised evaluation: all episodes at once, one batched (jitted) policy call per step."""
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -69,11 +70,32 @@ class EvalResult:
         )
 
 
-@eqx.filter_jit
-def _call(policy: Any, obs: jax.Array, key: jax.Array, step: jax.Array | None) -> jax.Array:
-    if step is None:
-        return policy(obs, key)
-    return policy(obs, key, step=step)
+def _apply(policy: Any, obs: jax.Array, key: jax.Array, step: jax.Array | None) -> jax.Array:
+    return policy(obs, key) if step is None else policy(obs, key, step=step)
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled(static: Any) -> Callable[..., jax.Array]:
+    """One jitted program per policy *structure*: new weights reuse it."""
+    return jax.jit(lambda params, *args: _apply(eqx.combine(params, static), *args))
+
+
+_filter_jitted = eqx.filter_jit(_apply)
+
+
+def _policy_caller(policy: Any) -> Callable[[jax.Array, jax.Array, jax.Array | None], jax.Array]:
+    """``call(obs, key, step)`` for the step loop, with the policy partitioned ONCE here.
+
+    ``eqx.filter_jit`` re-partitions and re-hashes the whole policy on every call, which
+    for one state costs a large share of the policy itself; ``jax.jit`` on the arrays takes
+    the C++ dispatch path. Policies with an unhashable static part use ``filter_jit``.
+    """
+    params, static = eqx.partition(policy, eqx.is_array)
+    try:
+        run = _compiled(static)
+    except TypeError:
+        return lambda obs, key, step: _filter_jitted(policy, obs, key, step)
+    return lambda obs, key, step: run(params, obs, key, step)
 
 
 def evaluate(
@@ -106,6 +128,7 @@ def evaluate(
     returns = np.zeros(episodes)
     lengths = np.zeros(episodes, np.int64)
     envs = LockstepEnvs(env_id, episodes, workers=workers, max_episode_steps=max_episode_steps)
+    call = _policy_caller(policy)
     with envs:
         act_shape = envs.action_shape
         obs = envs.reset(np.arange(episodes), seed + np.arange(episodes)).astype(np.float32)
@@ -113,7 +136,7 @@ def evaluate(
         while running.any():
             rng, sub = jr.split(rng)
             step = jnp.asarray(lengths, jnp.float32) if uses_step else None
-            act = np.asarray(_call(policy, jnp.asarray(obs), sub, step))
+            act = np.asarray(call(jnp.asarray(obs), sub, step))
             if act.shape != (episodes, *act_shape):
                 raise ValueError(
                     f"the policy returned actions of shape {list(act.shape)} but {env_id} needs "
