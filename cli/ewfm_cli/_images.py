@@ -43,6 +43,12 @@ def train(
         None, "--beta", help="Train at this fixed beta (default: beta as an input)."
     ),
     beta_max: float = typer.Option(10.0, "--beta-max", help="Beta-input range [0, beta_max]."),
+    beta_draw: str = typer.Option(
+        "sample", "--beta-draw", help="Training betas of a beta-input run: sample, groups, batch."
+    ),
+    beta_zero: float = typer.Option(
+        0.25, "--beta-zero", help="Beta-input run: probability of training at beta = 0 exactly."
+    ),
     energy: str = typer.Option(
         "hue", "--energy", help="'hue' or 'module:function' (images [B,H,W,3] -> [B])."
     ),
@@ -63,6 +69,8 @@ def train(
         "method": method,
         "beta": beta,
         "beta_max": beta_max,
+        "beta_draw": beta_draw,
+        "beta_zero": beta_zero,
         "energy": energy,
         "seed": seed,
     }

@@ -30,6 +30,7 @@ from ._energy import (
     pixel_hue_chroma as pixel_hue_chroma,
 )
 from ._experiment import (
+    BETA_DRAWS as BETA_DRAWS,
     METHOD_DOCS as METHOD_DOCS,
     METHODS as METHODS,
     ImageConfig as ImageConfig,
@@ -40,6 +41,7 @@ from ._experiment import (
     default_betas as default_betas,
     generate as generate,
     guided_field as guided_field,
+    image_classes as image_classes,
     init_net as init_net,
     load_run as load_run,
     loss_function as loss_function,

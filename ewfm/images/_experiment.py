@@ -8,9 +8,10 @@ Methods (all on the same `UNetField`, trained through `ewfm.fit`, sampled with `
   each training image (one-hot; zeros, the null token, with probability ``cfg_dropout``),
   sampled with `ewfm.CFGField` at scale ``w`` towards the class of the target hue.
 
-With ``beta=None`` (the default) ``efm`` and ``ed`` take beta as a network input and train on
-one ``beta ~ U[0, beta_max]`` per batch (Algorithm 6), so one run serves every
-``beta in [0, beta_max]``; with a number they train at that fixed beta.
+With ``beta=None`` (the default) ``efm`` and ``ed`` take beta as a network input (Algorithm 6),
+so one run serves every ``beta in [0, beta_max]``; with a number they train at that fixed beta.
+How the training betas are drawn is ``beta_draw`` (see `BETA_DRAWS`), each draw being
+``U[0, beta_max]`` except for a point mass ``beta_zero`` at beta 0.
 """
 
 import dataclasses
@@ -31,6 +32,7 @@ import numpy as np
 import optax
 from jaxtyping import Array, PRNGKeyArray
 
+from .._choice import check_choice
 from .._io import write_text_atomic
 from .._losses import cfm_loss, ed_loss, efm_loss
 from .._paths import AbstractPath, OTPath, VPPath
@@ -47,14 +49,18 @@ METHOD_DOCS: dict[str, str] = {
     "ed": "energy-weighted diffusion, VP path, noise prediction (Algorithm 1)",
     "cfg": "classifier-free guidance on hue classes (baseline), OT path",
 }
+BETA_DRAWS: dict[str, str] = {
+    "batch": "one beta per batch, weights softmax-normalised in the batch (Algorithm 6 as written)",
+    "groups": "beta_groups betas per batch, each on its own slice with its own softmax",
+    "sample": "one beta per image, weights exp(-beta E) / Z(beta) with Z exact over the training "
+    "set: EFM on the joint (x, beta) with energy beta E + log Z(beta), beta a condition",
+}
 _OT, _VP = OTPath(), VPPath()
 
 
 def check_method(name: str) -> str:
     """Return ``name`` if it is a known method, else raise a one-line `ValueError`."""
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}.")
-    return name
+    return check_choice(name, METHODS, "method")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +74,10 @@ class ImageConfig:
     method: str = "efm"
     beta: float | None = None  # None: beta is a network input, beta ~ U[0, beta_max]
     beta_max: float = 10.0
+    beta_draw: str = "sample"  # how a beta-input run draws its training betas (BETA_DRAWS)
+    beta_zero: float = 0.25  # probability of drawing beta = 0 exactly (a point mass)
+    beta_groups: int = 4  # betas per batch for beta_draw="groups"
+    beta_scale: float = 1.0  # beta's Fourier features have scale beta_scale / beta_max
     n_data: int = 4096  # procedural images (shapes only)
     held_out: int = 256  # images kept out of training (memorisation check)
     channels: tuple[int, ...] = (16, 32)
@@ -92,6 +102,15 @@ class ImageConfig:
             raise ValueError(f"steps_per_call must be >= 2, got {self.steps_per_call}.")
         if self.beta is not None and not (0.0 <= self.beta < math.inf):
             raise ValueError(f"beta must be a finite number >= 0, got {self.beta}.")
+        check_choice(self.beta_draw, BETA_DRAWS, "beta_draw")
+        if not (0.0 <= self.beta_zero <= 1.0):
+            raise ValueError(f"beta_zero must lie in [0, 1], got {self.beta_zero}.")
+        if self.beta_groups < 1 or self.batch_size % self.beta_groups:
+            raise ValueError(
+                f"beta_groups must divide batch_size {self.batch_size}, got {self.beta_groups}."
+            )
+        if not (0.0 < self.beta_scale < math.inf):
+            raise ValueError(f"beta_scale must be a finite number > 0, got {self.beta_scale}.")
         if not (0.0 < self.beta_max < math.inf):
             raise ValueError(f"beta_max must be a finite number > 0, got {self.beta_max}.")
         if self.data == "twemoji" and self.size not in (16, 32, 64):
@@ -145,7 +164,14 @@ class ImageConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in d.items() if k in known}
         kw["channels"] = tuple(kw.get("channels", cls.channels))  # JSON has lists
-        for k in ("target_hue", "beta_max", "learning_rate", "cfg_dropout"):
+        for k in (
+            "target_hue",
+            "beta_max",
+            "beta_zero",
+            "beta_scale",
+            "learning_rate",
+            "cfg_dropout",
+        ):
             if k in kw:
                 kw[k] = float(kw[k])
         if kw.get("beta") is not None:
@@ -248,12 +274,28 @@ def init_net(cfg: ImageConfig, key: PRNGKeyArray) -> UNetField:
         cond_dim=n_classes(cfg.n_bins) if cfg.method == "cfg" else 0,
         beta_input=cfg.beta_input,
         beta_max=cfg.beta_max,
+        beta_scale=cfg.beta_scale,
         key=key,
     )
 
 
-def loss_function(cfg: ImageConfig) -> Callable[[Any, dict, PRNGKeyArray], Array]:
-    """``loss(model, batch, key)`` of the run's method (see the module docstring)."""
+def _draw_betas(cfg: ImageConfig, key: PRNGKeyArray, n: int) -> Array:
+    """``n`` training betas: ``U[0, beta_max]``, or exactly 0 with probability ``beta_zero``."""
+    ku, kz = jr.split(key)
+    b = jr.uniform(ku, (n,), maxval=cfg.beta_max)
+    if cfg.beta_zero > 0.0:
+        b = jnp.where(jr.bernoulli(kz, cfg.beta_zero, (n,)), 0.0, b)
+    return b
+
+
+def loss_function(
+    cfg: ImageConfig, energy: Any = None
+) -> Callable[[Any, dict, PRNGKeyArray], Array]:
+    """``loss(model, batch, key)`` of the run's method (see the module docstring).
+
+    ``energy`` (the energies of the whole training set) is needed by ``beta_draw="sample"``,
+    whose weights use the exact normaliser ``Z(beta) = mean_i exp(-beta E_i)``.
+    """
     path = cfg.path
     weighted = efm_loss if cfg.method == "efm" else ed_loss
 
@@ -266,17 +308,51 @@ def loss_function(cfg: ImageConfig) -> Callable[[Any, dict, PRNGKeyArray], Array
             return cfm_loss(model, path, batch["x"], kt, cond=batch["onehot"] * keep[:, None])
 
         return cfg_loss
-    if cfg.beta_input:
-        beta_max = cfg.beta_max
+    if not cfg.beta_input:
+        beta = float(cfg.beta)  # type: ignore[arg-type]
+        return lambda model, batch, key: weighted(
+            model, path, batch["x"], batch["energy"], beta, key
+        )
+    if cfg.beta_draw == "batch":
 
-        def beta_loss(model, batch, key):
+        def batch_loss(model, batch, key):
             kb, kt = jr.split(key)
-            b = jr.uniform(kb, (), maxval=beta_max)  # Algorithm 6: one beta per batch
+            b = _draw_betas(cfg, kb, 1)[0]  # Algorithm 6: one beta per batch
             return weighted(eqx.Partial(model, beta=b), path, batch["x"], batch["energy"], b, kt)
 
-        return beta_loss
-    beta = float(cfg.beta)  # type: ignore[arg-type]
-    return lambda model, batch, key: weighted(model, path, batch["x"], batch["energy"], beta, key)
+        return batch_loss
+    if cfg.beta_draw == "groups":
+        g = cfg.beta_groups
+
+        def groups_loss(model, batch, key):
+            kb, kt = jr.split(key)
+            b = _draw_betas(cfg, kb, g)
+            x = batch["x"].reshape(g, -1, batch["x"].shape[-1])
+            e = batch["energy"].reshape(g, -1)
+
+            def one(xg, eg, bg, kg):
+                return weighted(eqx.Partial(model, beta=bg), path, xg, eg, bg, kg)
+
+            return jnp.mean(jax.vmap(one)(x, e, b, jr.split(kt, g)))
+
+        return groups_loss
+    if energy is None:
+        raise ValueError('beta_draw="sample" needs the training set\'s energies (energy=...).')
+    all_e = jnp.asarray(energy, jnp.float32)
+    log_n = math.log(all_e.shape[0])
+
+    def field(model):  # beta travels as a one-element condition, one per image
+        return lambda x, t, c: model(x, t, None, beta=c[0])
+
+    def sample_loss(model, batch, key):
+        kb, kt = jr.split(key)
+        b = _draw_betas(cfg, kb, batch["x"].shape[0])
+        log_z = jax.nn.logsumexp(-b[:, None] * all_e[None, :], axis=1) - log_n
+        # EFM on the joint (x, beta) at beta 1: weight exp(-beta E) / Z(beta) per image
+        joint_e = b * batch["energy"] + log_z
+        return weighted(field(model), path, batch["x"], joint_e, 1.0, kt, cond=b[:, None])
+
+    return sample_loss
 
 
 def _cpu_seconds() -> float:
@@ -324,7 +400,7 @@ def train(
     wall0, cpu0 = time.perf_counter(), _cpu_seconds()
     result = fit(
         net,
-        loss_function(cfg),
+        loss_function(cfg, ts.energy),
         arrays,
         key=ktrain,
         optimizer=optimizer,

@@ -54,7 +54,8 @@ class UNetField(eqx.Module):
     ``channels[i]`` is the width at resolution ``size / 2**i``; ``size`` must be divisible by
     ``2**(len(channels) - 1)``. ``cond_dim > 0`` adds a condition input (CFG: a one-hot class,
     zeros meaning "no condition"); ``beta_input=True`` adds ``beta`` as an input, embedded with
-    random Fourier features of scale ``1 / beta_max`` (phases of order one on ``[0, beta_max]``).
+    random Fourier features of scale ``beta_scale / beta_max`` (about ``beta_scale`` periods
+    over ``[0, beta_max]``).
     """
 
     t_embed: FourierTimeEmbedding
@@ -80,6 +81,7 @@ class UNetField(eqx.Module):
         cond_dim: int = 0,
         beta_input: bool = False,
         beta_max: float = 10.0,
+        beta_scale: float = 1.0,
         emb_dim: int = 64,
         time_dim: int = 32,
         time_scale: float = 16.0,
@@ -93,7 +95,9 @@ class UNetField(eqx.Module):
         keys = iter(jr.split(key, 8 + 4 * levels))
         self.t_embed = FourierTimeEmbedding(time_dim, time_scale, key=next(keys))
         self.beta_embed = (
-            FourierTimeEmbedding(time_dim, 1.0 / beta_max, key=next(keys)) if beta_input else None
+            FourierTimeEmbedding(time_dim, beta_scale / beta_max, key=next(keys))
+            if beta_input
+            else None
         )
         self.cond_in = eqx.nn.Linear(cond_dim, time_dim, key=next(keys)) if cond_dim else None
         n_emb_in = time_dim * (1 + int(beta_input) + int(cond_dim > 0))
