@@ -374,6 +374,8 @@ def test_end_to_end_kill_and_resume_with_two_seeds(tiny_dataset, tmp_path):
     assert full["seeds"] == 2 and len(full["seed_scores"]) == 2
     ev = evaluate_run(tmp_path / "a", episodes=2, seed=full["seed"] * 100_000 + 99_999)
     assert math.isfinite(ev["score_mean"]) and ev["episodes"] == 4
+    with pytest.raises(ConfigError, match="qgpo runs only"):
+        evaluate_run(tmp_path / "a", guidance=1.0)
 
     # the second seed of the pair is the single run with --seed 4
     one = resolve_config("quick", overrides=dict(TINY, dataset=tiny_dataset, seed=4, eval_every=0))
@@ -415,3 +417,23 @@ def test_qgpo_end_to_end_with_two_seeds(tiny_dataset, tmp_path):
     assert stages == ["behaviour", "critic", "critic", "cep"]
     again = evaluate_run(tmp_path / "q", episodes=1)  # reloads the energy nets too
     assert again["episodes"] == 2 and all(math.isfinite(x) for x in again["scores"])
+
+    # guidance 0 samples the behaviour model alone: the unguided policy on the same seeds
+    from ewfm.rl._config import config_from_json
+    from ewfm.rl._pipeline import _evaluate, make_policy, stacked_energy_nets, stacked_fields
+
+    g0 = evaluate_run(tmp_path / "q", episodes=1, guidance=0.0)
+    qcfg = config_from_json(tmp_path / "q" / "config.json")
+    stats = json.loads((tmp_path / "q" / "obs_stats.json").read_text())
+    (field, _), _ = ewfm.load_checkpoint(
+        tmp_path / "q" / "checkpoints" / "policy.eqx",
+        (
+            stacked_fields(qcfg, 11, 3, jr.split(jr.key(0), 2)),
+            stacked_energy_nets(qcfg, 11, 3, jr.split(jr.key(0), 2)),
+        ),
+    )
+    plain = make_policy(qcfg, field, None, stats["mean"], stats["std"], 3)
+    ref = _evaluate(qcfg, "Hopper-v5", plain, 1, jr.key(12345), 12345)
+    assert g0["guidance"] == 0.0 and g0["scores"] == ref["scores"]
+    with pytest.raises(ConfigError, match="guidance must be >= 0"):
+        evaluate_run(tmp_path / "q", guidance=-1.0)

@@ -162,6 +162,9 @@ def evaluate_command(
     checkpoint: str | None = typer.Option(
         None, help="an eval_*.eqx file in RUN/checkpoints (default: the final policy)"
     ),
+    guidance: float | None = typer.Option(
+        None, help="QGPO only: energy-gradient scale to sample with (default: the run's)"
+    ),
 ) -> None:
     """Re-evaluate a trained policy in its Gymnasium environment (normalised score)."""
     from ewfm.rl import ConfigError, evaluate_run
@@ -169,11 +172,15 @@ def evaluate_command(
     if episodes is not None and episodes < 1:
         _fail(f"--episodes must be >= 1, got {episodes}.")
     try:
-        ev = evaluate_run(run, episodes=episodes, seed=seed, checkpoint=checkpoint)
+        ev = evaluate_run(
+            run, episodes=episodes, seed=seed, checkpoint=checkpoint, guidance=guidance
+        )
     except (ConfigError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
         return
     typer.echo(
-        f"{ev['checkpoint']}: normalised score {ev['score_mean']:.1f} ± {ev['score_std']:.1f} "
+        f"{ev['checkpoint']}"
+        + (f" (guidance {ev['guidance']:g})" if ev.get("guidance") is not None else "")
+        + f": normalised score {ev['score_mean']:.1f} ± {ev['score_std']:.1f} "
         f"over {ev['episodes']} episodes (return {ev['return_mean']:.1f})"
     )

@@ -861,14 +861,27 @@ def evaluate_run(
     episodes: int | None = None,
     seed: int = 12345,
     checkpoint: str | None = None,
+    guidance: float | None = None,
 ) -> dict[str, Any]:
-    """Re-evaluate the final policy (or an ``eval_*.eqx`` checkpoint) of a finished run."""
+    """Re-evaluate the final policy (or an ``eval_*.eqx`` checkpoint) of a finished run.
+
+    ``guidance`` overrides QGPO's energy-gradient scale (a sampling-time knob that QGPO
+    tunes per task without retraining); other algorithms have no guidance and refuse it.
+    """
     from . import env_id_for
 
     run = RunDir(out)
     if not run.config_path.exists():
         raise ConfigError(f"{run.root} holds no config.json: not an ewfm run directory.")
     cfg = config_from_json(run.config_path)
+    if guidance is not None:
+        if cfg.algo != "qgpo":
+            raise ConfigError(
+                f"--guidance applies to qgpo runs only; {run.root} is a {cfg.algo} run."
+            )
+        if not guidance >= 0:
+            raise ConfigError(f"guidance must be >= 0, got {guidance}.")
+        cfg = dataclasses.replace(cfg, guidance=float(guidance))
     stats = json.loads((run.root / "obs_stats.json").read_text())
     mean, std = np.asarray(stats["mean"], np.float32), np.asarray(stats["std"], np.float32)
     obs_dim = mean.shape[0]
@@ -892,4 +905,5 @@ def evaluate_run(
     env_id = env_id_for(cfg.dataset)
     ev = _evaluate(cfg, env_id, pol, episodes or cfg.final_episodes, jr.key(seed), seed)
     ev["checkpoint"] = str(p)
+    ev["guidance"] = cfg.guidance if cfg.algo == "qgpo" else None
     return ev
