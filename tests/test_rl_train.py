@@ -1,5 +1,6 @@
 """`ewfm train`: critic target, support weights, renewal source, eq. 5.4, end to end, bad input."""
 
+import dataclasses
 import json
 import math
 
@@ -437,3 +438,21 @@ def test_qgpo_end_to_end_with_two_seeds(tiny_dataset, tmp_path):
     assert g0["guidance"] == 0.0 and g0["scores"] == ref["scores"]
     with pytest.raises(ConfigError, match="guidance must be >= 0"):
         evaluate_run(tmp_path / "q", guidance=-1.0)
+
+    # QIPO-Diff on the QGPO run's diffusion model and critic: those stages are not retrained
+    diff = dataclasses.replace(cfg, algo="qipo-diff", qipo_epochs=1, renew_every=1)
+    d = train(diff, tmp_path / "d", reuse=tmp_path / "q", progress=False, log=lambda s: None)
+    hist = [json.loads(x) for x in (tmp_path / "d" / "metrics.jsonl").open()]
+    assert [m["stage"] for m in hist] == ["behaviour", "critic", "critic", "qipo"]
+    q_hist = [json.loads(x) for x in (tmp_path / "q" / "metrics.jsonl").open()]
+    assert hist[:3] == q_hist[:3]  # the copied stages' own records, seconds included
+    for name in ("behaviour", "critic"):
+        a = (tmp_path / "q" / "checkpoints" / f"{name}.eqx").read_bytes()
+        assert (tmp_path / "d" / "checkpoints" / f"{name}.eqx").read_bytes() == a
+    assert d["behaviour_seed_scores"] == out["behaviour_seed_scores"]  # same BC, same seeds
+    ot = dataclasses.replace(cfg, algo="qipo-ot")
+    with pytest.raises(ConfigError, match="needs the OT path"):
+        train(ot, tmp_path / "e", reuse=tmp_path / "q", progress=False)
+    with pytest.raises(ConfigError, match="subset=600 but this run has subset=500"):
+        train(dataclasses.replace(diff, subset=500), tmp_path / "f", reuse=tmp_path / "q")
+    assert not (tmp_path / "e").exists() and not (tmp_path / "f").exists()

@@ -50,6 +50,7 @@ def _train(
     resume: bool,
     quiet: bool,
     overrides: dict[str, Any],
+    reuse: Path | None = None,
 ) -> None:
     from ewfm.rl import ConfigError, resolve_config, train
     from ewfm.rl._config import config_from_json, load_toml
@@ -75,7 +76,7 @@ def _train(
             out = Path("runs") / f"{cfg.algo}-{cfg.dataset.replace('/', '_')}-s{cfg.seed}-{stamp}"
         typer.echo(f"ewfm train: {cfg.algo} on {cfg.dataset} (preset {preset}) -> {out}")
         t0 = time.perf_counter()
-        summary = train(cfg, out, resume=resume, progress=not quiet, log=typer.echo)
+        summary = train(cfg, out, resume=resume, progress=not quiet, log=typer.echo, reuse=reuse)
     except (ConfigError, FileNotFoundError, FileExistsError, KeyError) as e:
         _fail(str(e).strip("'\""))
         return
@@ -114,7 +115,8 @@ def train_command(**kwargs: Any) -> None:
     config = kwargs.pop("config")
     resume = kwargs.pop("resume")
     quiet = kwargs.pop("quiet")
-    _train(out, preset, config, resume, quiet, kwargs)
+    reuse = kwargs.pop("reuse")
+    _train(out, preset, config, resume, quiet, kwargs, reuse)
 
 
 _fixed = [
@@ -141,6 +143,16 @@ _fixed = [
         inspect.Parameter.KEYWORD_ONLY,
         default=typer.Option(False, "--resume", help="continue RUN_DIR from its last epoch"),
         annotation=bool,
+    ),
+    inspect.Parameter(
+        "reuse",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=typer.Option(
+            None,
+            "--reuse",
+            help="start from RUN's behaviour + critic checkpoints (same settings, same path)",
+        ),
+        annotation=Optional[Path],  # noqa: UP045
     ),
     inspect.Parameter(
         "quiet",

@@ -23,6 +23,7 @@ import dataclasses
 import functools
 import json
 import math
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -236,6 +237,53 @@ def _check_run(cfg: TrainConfig, run: RunDir, resume: bool) -> None:
         raise ConfigError(f"{run.root} is not empty and not an ewfm run; choose another --out.")
 
 
+# settings that decide the behaviour model, the critic's supports and the critic
+_SHARED_STAGE_KEYS = (
+    "dataset", "seed", "seeds", "subset", "steps_per_epoch", "net", "width", "depth", "lr",
+    "batch_size", "ema_decay", "bc_epochs", "critic_mc_epochs", "critic_epochs",
+    "critic_width", "critic_depth", "critic_lr", "critic_batch", "critic_support", "gamma",
+    "tau", "beta_q", "solver", "sample_steps",
+)  # fmt: skip
+_SHARED_STAGES = ("behaviour", "critic_supports", "critic")
+
+
+def _reuse_stages(cfg: TrainConfig, run: RunDir, source: str | Path, transitions: int) -> None:
+    """Copy another run's behaviour and critic checkpoints into the new run ``run``.
+
+    Allowed only when every setting those stages depend on is equal and both algorithms
+    use the same path (QGPO and QIPO-Diff share a VP model; BC and QIPO-OT an OT one):
+    the copies are then exactly what this run would train (keys depend only on seed,
+    stage and epoch). Unfinished stages are copied as they are and resumed.
+    """
+    src = RunDir(source)
+    if not src.config_path.exists():
+        raise ConfigError(f"--reuse {src.root}: holds no config.json, not an ewfm run.")
+    old = config_from_json(src.config_path)
+    if old.path_kind != cfg.path_kind:
+        raise ConfigError(
+            f"--reuse {src.root}: its {old.algo} models are on the {old.path_kind.upper()} "
+            f"path but {cfg.algo} needs the {cfg.path_kind.upper()} path; reuse a "
+            f"{'qgpo or qipo-diff' if cfg.path_kind == 'vp' else 'bc or qipo-ot'} run."
+        )
+    for k in _SHARED_STAGE_KEYS:
+        if getattr(old, k) != getattr(cfg, k):
+            raise ConfigError(
+                f"--reuse {src.root}: it was made with {k}={getattr(old, k)!r} but this run "
+                f"has {k}={getattr(cfg, k)!r}; use the same setting or drop --reuse."
+            )
+    stats = src.root / "obs_stats.json"
+    if stats.exists() and json.loads(stats.read_text()).get("transitions") != transitions:
+        raise ConfigError(
+            f"--reuse {src.root}: trained on another build of {cfg.dataset}; drop --reuse."
+        )
+    if not src.stage_path("behaviour").exists():
+        raise ConfigError(f"--reuse {src.root}: has no behaviour checkpoint yet.")
+    for name in _SHARED_STAGES:
+        if src.stage_path(name).exists():
+            with atomic_path(run.stage_path(name)) as tmp:
+                shutil.copyfile(src.stage_path(name), tmp)
+
+
 # -- evaluation -----------------------------------------------------------------------------
 
 
@@ -373,11 +421,14 @@ def train(
     progress: bool = True,
     log: Callable[[str], None] = print,
     stop_after: tuple[str, int] | None = None,
+    reuse: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) the whole pipeline for ``cfg`` into the directory ``out``.
 
-    Returns the summary (also written to ``summary.json``). ``stop_after=(stage, epoch)``
-    raises `StopTraining` right after that epoch's checkpoint (a kill, for tests).
+    Returns the summary (also written to ``summary.json``). ``reuse=RUN`` starts the new
+    run from RUN's behaviour and critic checkpoints (see `_reuse_stages`), e.g. QIPO-Diff
+    on a QGPO run's diffusion model and critic. ``stop_after=(stage, epoch)`` raises
+    `StopTraining` right after that epoch's checkpoint (a kill, for tests).
     """
     from . import ensure_dataset, env_id_for, load_transitions
 
@@ -385,10 +436,14 @@ def train(
     run = RunDir(out)
     t_start = time.perf_counter()
     _check_run(cfg, run, resume)  # before any work: a bad resume must not build datasets
+    if reuse is not None and resume:
+        raise ConfigError("--reuse starts a new run; drop it when resuming.")
     ds_id = ensure_dataset(cfg.dataset, progress=progress)
+    tr = load_transitions(ds_id)
+    if reuse is not None and not run.stage_path("behaviour").exists():
+        _reuse_stages(cfg, run, reuse, tr.size)  # checks everything before copying
     if not run.config_path.exists():
         run.write_json("config.json", cfg.to_dict())
-    tr = load_transitions(ds_id)
     env_id = env_id_for(ds_id)
     log(f"dataset {ds_id}: {tr.size} transitions, env {env_id}")
 
