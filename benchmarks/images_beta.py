@@ -27,36 +27,10 @@ import numpy as np
 import ewfm.images as im
 
 
-def _patch_resample(ts: im.TrainingSet) -> None:
-    """Diagnostic, not EFM: draw each image's beta, then its training image from the exact
-    target pi_beta over the training set (no weights), and fit plain CFM conditioned on beta.
-    Same minimiser as the joint EFM loss; tells how fast the network can learn beta at all."""
-    import jax
-    import jax.numpy as jnp
-
-    import ewfm
-    import ewfm.images._experiment as ex
-
-    all_x = ex.to_model_space(ts.images)
-    all_e = jnp.asarray(ts.energy, jnp.float32)
-
-    def loss_function(cfg, energy=None):
-        def loss(model, batch, key):
-            kb, ki, kt = jax.random.split(key, 3)
-            b = ex._draw_betas(cfg, kb, batch["x"].shape[0])
-            idx = jax.random.categorical(ki, -b[:, None] * all_e[None, :])
-            field = lambda x, t, c: model(x, t, None, beta=c[0])
-            return ewfm.cfm_loss(field, cfg.path, all_x[idx], kt, cond=b[:, None])
-
-        return loss
-
-    ex.loss_function = loss_function
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--name", required=True, help="record name in the results file")
-    ap.add_argument("--beta-draw", default="sample", choices=[*im.BETA_DRAWS, "resample"])
+    ap.add_argument("--beta-draw", default="sample", choices=list(im.BETA_DRAWS))
     ap.add_argument("--beta-zero", type=float, default=0.25)
     ap.add_argument("--beta-groups", type=int, default=4)
     ap.add_argument("--beta-scale", type=float, default=1.0)
@@ -82,14 +56,12 @@ def main() -> None:
             method=args.method,
             beta=args.fixed_beta,
             steps=args.steps,
-            beta_draw="sample" if args.beta_draw == "resample" else args.beta_draw,
+            beta_draw=args.beta_draw,
             beta_zero=args.beta_zero,
             beta_groups=args.beta_groups,
             beta_scale=args.beta_scale,
         )
         ts = im.training_set(cfg)
-        if args.beta_draw == "resample":
-            _patch_resample(ts)
         run = im.train(cfg, args.run_dir, data=ts)
     t0 = time.process_time()
     rows = []

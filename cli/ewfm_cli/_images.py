@@ -44,7 +44,7 @@ def train(
     ),
     beta_max: float = typer.Option(10.0, "--beta-max", help="Beta-input range [0, beta_max]."),
     beta_draw: str = typer.Option(
-        "sample", "--beta-draw", help="Training betas of a beta-input run: sample, groups, batch."
+        "sample", "--beta-draw", help="Beta-input training betas: sample, resample, groups, batch."
     ),
     beta_zero: float = typer.Option(
         0.25, "--beta-zero", help="Beta-input run: probability of training at beta = 0 exactly."

@@ -54,6 +54,9 @@ BETA_DRAWS: dict[str, str] = {
     "groups": "beta_groups betas per batch, each on its own slice with its own softmax",
     "sample": "one beta per image, weights exp(-beta E) / Z(beta) with Z exact over the training "
     "set: EFM on the joint (x, beta) with energy beta E + log Z(beta), beta a condition",
+    "resample": "one beta per image, the image drawn from the exact target pi_beta over the "
+    "training set (probabilities exp(-beta E) / (N Z(beta))), unweighted: the same objective "
+    "as 'sample' without the weights' variance",
 }
 _OT, _VP = OTPath(), VPPath()
 
@@ -289,12 +292,13 @@ def _draw_betas(cfg: ImageConfig, key: PRNGKeyArray, n: int) -> Array:
 
 
 def loss_function(
-    cfg: ImageConfig, energy: Any = None
+    cfg: ImageConfig, energy: Any = None, images: Any = None
 ) -> Callable[[Any, dict, PRNGKeyArray], Array]:
     """``loss(model, batch, key)`` of the run's method (see the module docstring).
 
     ``energy`` (the energies of the whole training set) is needed by ``beta_draw="sample"``,
-    whose weights use the exact normaliser ``Z(beta) = mean_i exp(-beta E_i)``.
+    whose weights use the exact normaliser ``Z(beta) = mean_i exp(-beta E_i)``, and by
+    ``"resample"``, which also needs ``images`` (the training set in model space).
     """
     path = cfg.path
     weighted = efm_loss if cfg.method == "efm" else ed_loss
@@ -337,12 +341,26 @@ def loss_function(
 
         return groups_loss
     if energy is None:
-        raise ValueError('beta_draw="sample" needs the training set\'s energies (energy=...).')
+        raise ValueError(f'beta_draw="{cfg.beta_draw}" needs the training energies (energy=...).')
     all_e = jnp.asarray(energy, jnp.float32)
     log_n = math.log(all_e.shape[0])
 
     def field(model):  # beta travels as a one-element condition, one per image
         return lambda x, t, c: model(x, t, None, beta=c[0])
+
+    if cfg.beta_draw == "resample":
+        if images is None:
+            raise ValueError('beta_draw="resample" needs the training images (images=...).')
+        all_x = jnp.asarray(images, jnp.float32)
+
+        def resample_loss(model, batch, key):
+            kb, ki, kt = jr.split(key, 3)
+            b = _draw_betas(cfg, kb, batch["x"].shape[0])
+            idx = jr.categorical(ki, -b[:, None] * all_e[None, :])  # one draw from pi_beta each
+            zero = jnp.zeros_like(b)  # weights all 1: the draw itself is the reweighting
+            return weighted(field(model), path, all_x[idx], zero, 0.0, kt, cond=b[:, None])
+
+        return resample_loss
 
     def sample_loss(model, batch, key):
         kb, kt = jr.split(key)
@@ -400,7 +418,7 @@ def train(
     wall0, cpu0 = time.perf_counter(), _cpu_seconds()
     result = fit(
         net,
-        loss_function(cfg, ts.energy),
+        loss_function(cfg, ts.energy, arrays["x"]),
         arrays,
         key=ktrain,
         optimizer=optimizer,
