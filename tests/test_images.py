@@ -12,7 +12,6 @@ import pytest
 from ewfm_cli.main import app
 from typer.testing import CliRunner
 
-import ewfm
 import ewfm.images as im
 
 # ----------------------------------------------------------------------------- energy
@@ -132,63 +131,115 @@ def test_unet_field_takes_flat_or_image_inputs():
         net(x, 0.3)
 
 
-def test_efm_at_beta_zero_is_the_unguided_loss():
-    cfg = im.ImageConfig.quick(size=8, channels=(8,), beta=0.0)
-    net = im.init_net(cfg, jr.PRNGKey(0))
-    x = im.training_set(cfg).images[:16]
-    flat = 2.0 * jnp.asarray(x.reshape(16, -1)) - 1.0
-    e = jnp.linspace(0.0, 1.0, 16)
-    k = jr.PRNGKey(3)
-    path = ewfm.OTPath()
-    both = eqx.filter_jit(
-        lambda m: (ewfm.efm_loss(m, path, flat, e, 0.0, k), ewfm.cfm_loss(m, path, flat, k))
-    )
-    efm, cfm = both(net)
-    assert float(efm) == pytest.approx(float(cfm), rel=1e-6)
+class _LinearField(eqx.Module):
+    """A cheap stand-in for the U-Net with its signature (no convolution to compile)."""
+
+    w: jax.Array
+    u: jax.Array
+
+    def __call__(self, x, t, cond=None, *, beta):
+        return self.w @ x * t + beta * self.u
 
 
-# ----------------------------------------------------------------------------- quick run
+def test_beta_draws_point_mass_and_exact_normaliser():
+    k = jr.split(jr.PRNGKey(0), 5)
+    model = _LinearField(jr.normal(k[0], (12, 12)) / 4, jr.normal(k[1], (12,)))
+    all_x = jr.normal(k[2], (256, 12))
+    all_e = jr.uniform(k[3], (256,))
+    none = jnp.zeros(256)
+
+    def losses(draw, beta_zero, key):
+        cfg = im.ImageConfig.quick(beta_draw=draw, beta_zero=beta_zero)
+
+        def value(e_set, shift):  # the training set's energies, shifted by a constant
+            batch = {"x": all_x[:16], "energy": e_set[:16] + shift}
+            return im.loss_function(cfg, e_set + shift, all_x)(model, batch, key)
+
+        return jnp.stack([value(all_e, 0.0), value(all_e, 5.0), value(none, 0.0)])
+
+    run = losses  # eager: cheaper than compiling 8 small programs
+    for draw in im.BETA_DRAWS:
+        # every beta drawn is 0 (a point mass of 1): the energies do not matter at all
+        got, shifted, flat = np.asarray(run(draw, 1.0, k[4]))
+        assert got == pytest.approx(flat, rel=1e-6) and shifted == pytest.approx(flat, rel=1e-6)
+        # betas in [0, 10]: the energies matter, but only up to a constant (the softmax, the
+        # exact normaliser Z(beta) and the draw from pi_beta all absorb it)
+        got, shifted, flat = np.asarray(run(draw, 0.0, k[4]))
+        assert shifted == pytest.approx(got, rel=1e-5), draw
+        assert abs(got - flat) > 1e-3 * abs(got), draw
+    with pytest.raises(ValueError, match="energies"):
+        im.loss_function(im.ImageConfig.quick(beta_draw="sample"))
+    with pytest.raises(ValueError, match="images"):
+        im.loss_function(im.ImageConfig.quick(beta_draw="resample"), all_e)
 
 
-def test_quick_efm_run_moves_energy_towards_target_and_cli(tmp_path):
+def _se(e: np.ndarray) -> float:
+    return float(e.std(ddof=1) / np.sqrt(len(e)))
+
+
+def test_quick_efm_run_beta_steers_and_beta_zero_is_unguided(tmp_path):
+    # One quick beta-input EFM run (8x8 shapes, the default beta draws) serves every check
+    # below: one test, not a shared fixture, so `pytest -n 2` cannot train it twice.
     cfg = im.ImageConfig.quick(
-        size=8, channels=(16, 32), n_data=2048, steps=300, steps_per_call=3, seed=0
+        size=8, channels=(16, 32), n_data=2048, steps=300, steps_per_call=2, seed=0
     )
     ts = im.training_set(cfg)
     run = im.train(cfg, tmp_path / "run", data=ts)
     n = 192
-    means, ses, targets = [], [], []
-    for i, beta in enumerate((0.0, 3.0, 10.0)):
+    betas = (0.0, 3.0, 10.0)
+    energies, classes, targets = [], [], []
+    for i, beta in enumerate(betas):
         imgs = im.generate(run, jr.PRNGKey(i), n, beta=beta)
-        e = np.asarray(im.hue_energy(imgs, cfg.target_hue))
-        means.append(e.mean())
-        ses.append(e.std(ddof=1) / np.sqrt(n))
-        targets.append(im.exact_target(ts.energy, ts.classes, beta, cfg.n_bins).mean_energy)
-    # (beta = 0 being the unguided model is the exact loss identity tested above; a short
-    # beta-input run is still biased towards the target at beta 0, see docs/images.md)
-    # monotone within noise, and a clear move from beta 0 to 10 (4 standard errors)
+        energies.append(np.asarray(im.hue_energy(imgs, cfg.target_hue), np.float64))
+        classes.append(im.image_classes(imgs, cfg.n_bins))
+        targets.append(im.exact_target(ts.energy, ts.classes, beta, cfg.n_bins))
+
+    # beta steers: mean energy monotone within noise, a clear move from beta 0 to 10
+    # (4 standard errors), in the direction of the exact targets
+    means = [e.mean() for e in energies]
+    ses = [_se(e) for e in energies]
     for i in range(2):
         assert means[i] - means[i + 1] > -2 * np.hypot(ses[i], ses[i + 1])
     assert means[0] - means[2] > 4 * np.hypot(ses[0], ses[2])
-    assert targets[0] > targets[1] > targets[2]
+    assert targets[0].mean_energy > targets[1].mean_energy > targets[2].mean_energy
 
+    # the CLI on the same run directory
+    out = tmp_path / "run"
     runner = CliRunner()
     grid = tmp_path / "grid.png"
     res = runner.invoke(
-        app,
-        ["images", "sample", str(tmp_path / "run"), "--beta", "3", "--n", "16", "--out", str(grid)],
+        app, ["images", "sample", str(out), "--beta", "3", "--n", "16", "--out", str(grid)]
     )
     assert res.exit_code == 0, res.output
     assert grid.stat().st_size > 0
-    res = runner.invoke(
-        app, ["images", "sweep", str(tmp_path / "run"), "--betas", "0,10", "--n", "32"]
-    )
+    res = runner.invoke(app, ["images", "sweep", str(out), "--betas", "0,10", "--n", "32"])
     assert res.exit_code == 0, res.output
-    summary = json.loads((tmp_path / "run" / "sweep.json").read_text())
+    summary = json.loads((out / "sweep.json").read_text())
     assert [r["beta"] for r in summary["records"]] == [0.0, 10.0]
-    assert (tmp_path / "run" / "sweep.png").stat().st_size > 0
-    res = runner.invoke(app, ["images", "sample", str(tmp_path / "run"), "--beta", "11"])
+    assert (out / "sweep.png").stat().st_size > 0
+    res = runner.invoke(app, ["images", "sample", str(out), "--beta", "11"])
     assert res.exit_code == 2 and "[0, 10]" in res.output
+
+    # beta = 0 must sample the unguided model, i.e. the data: the exact target is the training
+    # set itself, so its mean energy is exact and the only noise is the samples' own
+    # (standard error from the sample size); and the hue histogram must be as close to the
+    # data's as n exact draws are (TV below the 99.9% quantile of the TV of n data draws).
+    # Checked last: a short beta-input run still misses it (a known gap, measured in
+    # docs/images.md), reported as an expected failure with the measured numbers.
+    assert targets[0].mean_energy == pytest.approx(float(ts.energy.mean()))
+    z = (energies[0].mean() - targets[0].mean_energy) / _se(energies[0])
+    rng = np.random.default_rng(0)
+    null = [
+        im.tv_distance(im.histogram(rng.choice(ts.classes, n), cfg.n_bins), targets[0].hist)
+        for _ in range(1000)
+    ]
+    tv = im.tv_distance(im.histogram(classes[0], cfg.n_bins), targets[0].hist)
+    q999 = float(np.quantile(null, 0.999))
+    if abs(z) >= 3 or tv >= q999:
+        pytest.xfail(
+            f"beta-0 samples differ from the data: mean energy z = {z:.1f} standard errors, "
+            f"hue TV {tv:.3f} vs 99.9% null quantile {q999:.3f} (docs/images.md)"
+        )
 
 
 # ----------------------------------------------------------------------------- twemoji
@@ -232,6 +283,8 @@ def test_bad_inputs_give_one_line_errors(monkeypatch):
         im.ImageConfig(data="mnist")
     with pytest.raises(ValueError, match="efm, ed, cfg"):
         im.ImageConfig(method="fm")
+    with pytest.raises(ValueError, match="unknown beta_draw 'x'; choose one of batch, groups"):
+        im.ImageConfig(beta_draw="x")
 
     runner = CliRunner()
     res = runner.invoke(app, ["images", "train", "--data", "mnist", "--out", "x"])
