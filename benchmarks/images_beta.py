@@ -25,6 +25,7 @@ import jax.random as jr
 import numpy as np
 
 import ewfm.images as im
+from ewfm._io import write_text_atomic
 
 
 def main() -> None:
@@ -106,9 +107,7 @@ def main() -> None:
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.is_file() else {}
     results[args.name] = record
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    os.replace(tmp, out)
+    write_text_atomic(out, json.dumps(results, indent=2) + "\n")
     print(f"{args.name}: train {record['train_cpu_s']} CPU-s; wrote {out}")
 
 

@@ -24,6 +24,7 @@ import jax
 import jax.random as jr
 
 import ewfm.toy as toy
+from ewfm._io import write_text_atomic
 
 
 def main() -> None:
@@ -96,9 +97,7 @@ def main() -> None:
     print(f"QGPO / EFM = {result['qgpo_over_efm']:.2f}; QGPO / ED = {result['qgpo_over_ed']:.2f}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out)
+    write_text_atomic(out, json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
 
 
