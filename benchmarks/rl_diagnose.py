@@ -23,10 +23,9 @@ import jax.random as jr
 import numpy as np
 
 from ewfm import load_checkpoint
-from ewfm._train import TrainState, init_state
+from ewfm._train import init_state
 from ewfm.rl import discounted_returns, load_transitions
 from ewfm.rl._config import config_from_json
-from ewfm.rl._critic import make_critic
 from ewfm.rl._pipeline import (
     RunDir,
     _fold,
@@ -34,6 +33,7 @@ from ewfm.rl._pipeline import (
     _SeedKeys,
     _stage_fns,
     seed_slice,
+    stacked_critic_states,
     stacked_fields,
 )
 from ewfm.rl._qipo import SupportSet
@@ -42,11 +42,7 @@ from ewfm.rl._qipo import SupportSet
 def critic_report(run: RunDir, cfg, tr, mean, std, seed: int) -> None:
     od, ad = mean.shape[0], tr.actions.shape[1]
     copt, _ = _stage_fns("critic", _program_key(cfg))
-    like = eqx.filter_vmap(
-        lambda k: init_state(
-            make_critic(od, ad, width=cfg.critic_width, depth=cfg.critic_depth, key=k), copt
-        )
-    )(jr.split(jr.key(0), cfg.seeds))
+    like = stacked_critic_states(cfg, od, ad, jr.split(jr.key(0), cfg.seeds), copt)
     (cst, _), meta = load_checkpoint(run.stage_path("critic"), (like, None))
     q = seed_slice(cst.model.q, seed)
     mc = discounted_returns(tr.rewards, tr.terminals, tr.timeouts, cfg.gamma)
@@ -77,11 +73,7 @@ def critic_report(run: RunDir, cfg, tr, mean, std, seed: int) -> None:
 def support_report(run: RunDir, cfg, od: int, ad: int) -> None:
     opt, _ = _stage_fns("qipo", _program_key(cfg))
     fields = stacked_fields(cfg, od, ad, _fold(_SeedKeys(cfg.seed, cfg.seeds)["init"], 0))
-    qst = eqx.filter_vmap(
-        lambda f: TrainState(
-            f, f, opt.init(eqx.filter(f, eqx.is_inexact_array)), jnp.zeros((), jnp.int32)
-        )
-    )(fields)
+    qst = eqx.filter_vmap(lambda f: init_state(f, opt))(fields)
     n, k, m = cfg.qipo_subset, cfg.seeds, cfg.support
     like = SupportSet(jnp.zeros((n, od)), jnp.zeros((k, n, m, ad)), jnp.zeros((k, n, m)))
     (_, sset), meta = load_checkpoint(run.stage_path("qipo"), (qst, like))

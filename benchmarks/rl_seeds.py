@@ -25,8 +25,8 @@ import jax.random as jr
 
 from ewfm import init_state
 from ewfm.rl._config import resolve_config
-from ewfm.rl._critic import CriticBatch, make_critic
-from ewfm.rl._pipeline import _program_key, _stage_fns, stacked_fields
+from ewfm.rl._critic import CriticBatch
+from ewfm.rl._pipeline import _program_key, _stage_fns, stacked_critic_states, stacked_fields
 from ewfm.rl._qipo import SupportSet
 
 OBS, ACT, N = 11, 3, 20_000
@@ -42,11 +42,7 @@ def stage_inputs(cfg, stage: str, k: int):
         st = eqx.filter_vmap(lambda f: init_state(f, opt))(stacked_fields(cfg, OBS, ACT, keys))
         return st, (s, a)
     if stage == "critic":
-        st = eqx.filter_vmap(
-            lambda kk: init_state(
-                make_critic(OBS, ACT, width=cfg.critic_width, depth=cfg.critic_depth, key=kk), opt
-            )
-        )(keys)
+        st = stacked_critic_states(cfg, OBS, ACT, keys, opt)
         sup = jnp.tanh(jr.normal(jr.key(3), (k, N, cfg.critic_support, ACT)))
         return st, CriticBatch(s, a, jnp.ones(N), s, jnp.zeros(N), sup)
     fields = stacked_fields(cfg, OBS, ACT, keys)

@@ -144,6 +144,16 @@ def stacked_energy_nets(cfg: TrainConfig, obs_dim: int, act_dim: int, keys) -> A
     return eqx.filter_vmap(lambda k: make_energy_net(cfg, obs_dim, act_dim, k))(keys)
 
 
+def stacked_critic_states(cfg: TrainConfig, obs_dim: int, act_dim: int, keys, opt) -> Any:
+    """A fresh critic `TrainState` per seed key, stacked (the critic stage's structure)."""
+    return eqx.filter_vmap(
+        lambda k: init_state(
+            make_critic(obs_dim, act_dim, width=cfg.critic_width, depth=cfg.critic_depth, key=k),
+            opt,
+        )
+    )(keys)
+
+
 class Policy(eqx.Module):
     """``policy(obs [K * n, obs_dim], key) -> actions`` for `ewfm.rl.evaluate`, K seeds at once.
 
@@ -208,6 +218,11 @@ class RunDir:
     def stage_path(self, stage: str) -> Path:
         return self.ckpt / f"{stage}.eqx"
 
+    def trained_transitions(self) -> int | None:
+        """Size of the dataset build this run was trained on (None before training)."""
+        p = self.root / "obs_stats.json"
+        return json.loads(p.read_text()).get("transitions") if p.exists() else None
+
     def write_json(self, name: str, obj: Any) -> None:
         write_text_atomic(self.root / name, json.dumps(obj, indent=2) + "\n")
 
@@ -271,8 +286,7 @@ def _reuse_stages(cfg: TrainConfig, run: RunDir, source: str | Path, transitions
                 f"--reuse {src.root}: it was made with {k}={getattr(old, k)!r} but this run "
                 f"has {k}={getattr(cfg, k)!r}; use the same setting or drop --reuse."
             )
-    stats = src.root / "obs_stats.json"
-    if stats.exists() and json.loads(stats.read_text()).get("transitions") != transitions:
+    if src.trained_transitions() not in (None, transitions):
         raise ConfigError(
             f"--reuse {src.root}: trained on another build of {cfg.dataset}; drop --reuse."
         )
@@ -440,21 +454,19 @@ def train(
         raise ConfigError("--reuse starts a new run; drop it when resuming.")
     ds_id = ensure_dataset(cfg.dataset, progress=progress)
     tr = load_transitions(ds_id)
-    if reuse is not None and not run.stage_path("behaviour").exists():
+    if reuse is not None:  # a fresh run (checked above): copy the stages before any config
         _reuse_stages(cfg, run, reuse, tr.size)  # checks everything before copying
     if not run.config_path.exists():
         run.write_json("config.json", cfg.to_dict())
     env_id = env_id_for(ds_id)
     log(f"dataset {ds_id}: {tr.size} transitions, env {env_id}")
 
-    stats_path = run.root / "obs_stats.json"
-    if resume and stats_path.exists():
-        old_n = json.loads(stats_path.read_text()).get("transitions")
-        if old_n is not None and old_n != tr.size:
-            raise ConfigError(
-                f"{ds_id} now holds {tr.size} transitions but {run.root} was trained on "
-                f"{old_n}: the dataset was rebuilt; start a new run (another --out)."
-            )
+    old_n = run.trained_transitions() if resume else None
+    if old_n is not None and old_n != tr.size:
+        raise ConfigError(
+            f"{ds_id} now holds {tr.size} transitions but {run.root} was trained on "
+            f"{old_n}: the dataset was rebuilt; start a new run (another --out)."
+        )
     obs = np.asarray(tr.observations, np.float32)
     mean, std = obs.mean(0), obs.std(0) + 1e-3
     run.write_json(
@@ -566,14 +578,7 @@ def train(
         critic_epoch = lambda st, d, k: (mc_epoch if isinstance(d, ReturnBatch) else td_epoch)(
             st, d, k
         )
-        cst = eqx.filter_vmap(
-            lambda k: init_state(
-                make_critic(
-                    obs_dim, act_dim, width=cfg.critic_width, depth=cfg.critic_depth, key=k
-                ),
-                copt,
-            )
-        )(_fold(keys["init"], 1))
+        cst = stacked_critic_states(cfg, obs_dim, act_dim, _fold(keys["init"], 1), copt)
         loaded, start, hist = _load_stage(run, "critic", (cst, None))
         if loaded is not None:
             cst, history = loaded[0], hist or history
@@ -650,14 +655,7 @@ def train(
             # 3. QIPO iterations -----------------------------------------------------------
             t0 = time.perf_counter()
             qopt, qipo_epoch = _stage_fns("qipo", _program_key(cfg))
-            qst = eqx.filter_vmap(
-                lambda m: TrainState(
-                    m,
-                    m,
-                    qopt.init(eqx.filter(m, eqx.is_inexact_array)),
-                    jnp.zeros((), jnp.int32),
-                )
-            )(beh.ema)
+            qst = eqx.filter_vmap(lambda m: init_state(m, qopt))(beh.ema)
             set_like = SupportSet(
                 s_q,
                 jnp.zeros((n_seeds, len(rows), cfg.support, act_dim), jnp.float32),
