@@ -24,6 +24,7 @@ from ewfm.rl import (
     q_values,
     renew_supports,
     resolve_config,
+    scale_q,
     support_target,
 )
 from ewfm.rl._critic import CriticBatch
@@ -178,6 +179,32 @@ def test_renewal_draws_from_current_policy_and_weights_sum_to_m():
     assert out.shape == (7, 3, 1)
 
 
+def test_q_norm_weights_are_free_of_q_units(x64):
+    """``spread``: the weights at beta equal the paper's at beta / (mean within-state std),
+    computed per seed; ``spread`` and ``state`` ignore Q's unit and per-state offsets."""
+    q = jr.normal(jr.key(0), (2, 5, 4), jnp.float64) * jnp.array([3.0, 0.5])[:, None, None]
+    q = q.at[1, 2].set(7.0)  # a state whose supports tie
+    beta = 1.7
+    for k in range(2):
+        spread = np.mean(np.std(np.asarray(q[k]), axis=-1))
+        np.testing.assert_allclose(
+            np.asarray(ewfm.grouped_energy_weights(-scale_q(q, "spread")[k], beta)),
+            np.asarray(ewfm.grouped_energy_weights(-q[k], beta / spread)),
+            rtol=1e-12,
+        )
+    z = np.asarray(scale_q(q, "state"))
+    np.testing.assert_allclose(np.std(z, axis=-1)[0], 1.0, rtol=1e-12)
+    np.testing.assert_array_equal(z[1, 2], 0.0)  # tied supports keep uniform weights
+    offset = jr.normal(jr.key(1), (2, 5, 1), jnp.float64) * 100.0
+    for norm in ("spread", "state"):
+        np.testing.assert_allclose(
+            np.asarray(scale_q(650.0 * q + offset, norm)), np.asarray(scale_q(q, norm)), atol=1e-9
+        )
+    assert scale_q(q, "none") is q
+    with pytest.raises(ValueError, match="unknown q_norm 'z'; choose one of none, spread, state"):
+        scale_q(q, "z")
+
+
 def test_dpm2_sampling_works_under_jit():
     # regression: integrate() converted alpha(t_start) to float, which failed under jit
     field = ConstVelocity(jnp.zeros(1))
@@ -255,6 +282,8 @@ def test_config_presets_overrides_and_errors(tmp_path):
         resolve_config(overrides={"beta": -1.0})
     with pytest.raises(ConfigError, match=r"support \(M\) must be >= 1"):
         resolve_config(overrides={"support": 0})
+    with pytest.raises(ConfigError, match="unknown q_norm 'zscore'; choose one of none, spread"):
+        resolve_config(overrides={"q_norm": "zscore"})
 
 
 def _cli(args, monkeypatch_env=None):
@@ -400,7 +429,7 @@ def test_support_stats_are_per_state_with_a_seed_axis():
     from ewfm.rl._pipeline import _support_stats
 
     q = jnp.array([[[0.0, 0.0, np.log(2.0)], [1.0, 1.0, 1.0]]])  # [seeds, states, M]
-    st = _support_stats(SupportSet(jnp.zeros((2, 1)), jnp.zeros((1, 2, 3, 1)), q), 1.0)
+    st = _support_stats(SupportSet(jnp.zeros((2, 1)), jnp.zeros((1, 2, 3, 1)), q), q, 1.0)
     # state 1: 3 * softmax(0, 0, log 2) = (0.75, 0.75, 1.5); state 2: uniform (1, 1, 1)
     assert st["w_max_mean"] == pytest.approx(1.25) and st["w_data_mean"] == pytest.approx(0.875)
     assert st["q_std_within"] == pytest.approx(np.std([0, 0, np.log(2.0)]) / 2, rel=1e-6)
@@ -440,7 +469,7 @@ def test_qgpo_end_to_end_with_two_seeds(tiny_dataset, tmp_path):
         evaluate_run(tmp_path / "q", guidance=-1.0)
 
     # QIPO-Diff on the QGPO run's diffusion model and critic: those stages are not retrained
-    diff = dataclasses.replace(cfg, algo="qipo-diff", qipo_epochs=1, renew_every=1)
+    diff = dataclasses.replace(cfg, algo="qipo-diff", qipo_epochs=1, renew_every=1, q_norm="spread")
     d = train(diff, tmp_path / "d", reuse=tmp_path / "q", progress=False, log=lambda s: None)
     hist = [json.loads(x) for x in (tmp_path / "d" / "metrics.jsonl").open()]
     assert [m["stage"] for m in hist] == ["behaviour", "critic", "critic", "qipo"]

@@ -10,6 +10,7 @@ from ._build import build_dataset as build_dataset, ensure_dataset as ensure_dat
 from ._config import (
     ALGOS as ALGOS,
     PRESETS as PRESETS,
+    Q_NORMS as Q_NORMS,
     ConfigError as ConfigError,
     TrainConfig as TrainConfig,
     resolve_config as resolve_config,
@@ -63,5 +64,6 @@ from ._qipo import (
     SupportSet as SupportSet,
     draw_supports as draw_supports,
     make_qipo_loss as make_qipo_loss,
+    scale_q as scale_q,
 )
 from ._transitions import Transitions as Transitions

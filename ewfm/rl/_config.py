@@ -18,6 +18,16 @@ ALGOS: tuple[str, ...] = ("qipo-ot", "qipo-diff", "bc", "qgpo")
 PRESETS_NAMES: tuple[str, ...] = ("quick", "paper")
 
 
+Q_NORMS: dict[str, str] = {
+    "none": "beta multiplies Q itself (the paper): beta is in units of 1/Q",
+    "spread": "Q divided by its mean within-state spread (std over each state's M supports, "
+    "averaged over the states of the support set): beta is dimensionless and one value "
+    "transfers between datasets whose returns differ in scale",
+    "state": "Q divided by each state's own spread (std over its M supports): every state "
+    "gets the same weight sharpness, however flat or noisy its Q is",
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Every setting of one training run (see ``docs/rl.md`` for what each does).
@@ -58,6 +68,9 @@ class TrainConfig:
     beta: float = 1.0  # hopper-medium, epoch 4: 53.0 at beta 1 vs 42.3 at beta 0.3 (20 episodes)
     # 2 renewals: with the warm-started critic hopper-medium peaked at epoch 4 (53.0) and
     # collapsed by epoch 8 (1.5): each renewal sharpens mu exp(n beta Q), and Q's errors
+    # how Q enters the weights M softmax_j(beta Q_j): "none" (the paper; beta in 1/Q units),
+    # "spread" (Q / its mean within-state std: beta dimensionless), "state" (per-state std)
+    q_norm: str = "none"
     qipo_epochs: int = 4
     renew_every: int = 2  # K_renew, in epochs
     qipo_states: int = 32  # states per batch (each with its M supports)
@@ -211,6 +224,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"tau must lie in (0, 1], got {cfg.tau}.")
     if not 0.0 <= cfg.ema_decay < 1.0:
         raise ConfigError(f"ema_decay must lie in [0, 1), got {cfg.ema_decay}.")
+    if cfg.q_norm not in Q_NORMS:
+        raise ConfigError(f"unknown q_norm {cfg.q_norm!r}; choose one of {', '.join(Q_NORMS)}.")
     if cfg.net not in ("mlp", "resnet"):
         raise ConfigError(f"net must be 'mlp' or 'resnet', got {cfg.net!r}.")
     solvers = ("", "euler", "heun", "midpoint", "dpm2")

@@ -53,7 +53,7 @@ from ._critic import (
     return_loss,
     soft_target_optimizer,
 )
-from ._qipo import PolicySampler, SupportSet, draw_supports_jit, make_qipo_loss
+from ._qipo import PolicySampler, SupportSet, draw_supports_jit, make_qipo_loss, scale_q
 
 
 class StopTraining(Exception):
@@ -686,9 +686,14 @@ def train(
                         )
                     )
                     current["set"] = SupportSet(s_q, sets.actions, sets.q)
-                    info.update(_support_stats(current["set"], cfg.beta))
+                    current["train"] = None
                     info["renew_seconds"] = time.perf_counter() - ts
-                return current["set"], info
+                if current.get("train") is None:  # the weights' Q, rescaled by cfg.q_norm
+                    raw = current["set"]
+                    current["train"] = raw._replace(q=scale_q(raw.q, cfg.q_norm))
+                    if info:
+                        info.update(_support_stats(raw, current["train"].q, cfg.beta))
+                return current["train"], info
 
             qst = _stage_loop(
                 name="qipo",
@@ -838,10 +843,11 @@ def renew_supports(
     return SupportSet(states, sup, _chunked_q(score_q, qnet, states, sup))
 
 
-def _support_stats(s: SupportSet, beta: float) -> dict[str, float]:
-    """Q and weight statistics of support sets ``[..., states, M]`` (seeds pooled)."""
+def _support_stats(s: SupportSet, q_w: jax.Array, beta: float) -> dict[str, float]:
+    """Q and weight statistics of support sets ``[..., states, M]`` (seeds pooled); the
+    weights are ``M softmax(beta q_w)`` with ``q_w`` the Q rescaled by ``cfg.q_norm``."""
     q = np.asarray(s.q).reshape(-1, s.q.shape[-1])
-    w = np.asarray(jax.nn.softmax(beta * q, axis=-1)) * q.shape[-1]
+    w = np.asarray(jax.nn.softmax(beta * np.asarray(q_w).reshape(q.shape), axis=-1)) * q.shape[-1]
     return {
         "q_mean": float(q.mean()),
         "q_std_within": float(q.std(axis=-1).mean()),

@@ -19,6 +19,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from .._losses import qd_loss, qfm_loss
 from .._paths import AbstractPath
 from .._sample import integrate
+from ._config import Q_NORMS
 
 
 class PolicySampler(eqx.Module):
@@ -85,6 +86,24 @@ def draw_supports(
 
 
 draw_supports_jit = eqx.filter_jit(draw_supports)
+
+
+def scale_q(q: Float[Array, "*seeds n m"], norm: str) -> Float[Array, "*seeds n m"]:
+    """Q rescaled for the weights ``M softmax_j(beta Q_j)`` (see `Q_NORMS`).
+
+    Softmax ignores a per-state shift, so only the scale matters. ``"spread"`` pools over
+    the ``n`` states of each leading (seed) index separately; a state whose supports tie has
+    spread 0 and keeps uniform weights under ``"state"``.
+    """
+    if norm == "none":
+        return q
+    spread = jnp.std(q, axis=-1, keepdims=True)
+    if norm == "spread":
+        spread = jnp.mean(spread, axis=-2, keepdims=True)
+    elif norm != "state":
+        raise ValueError(f"unknown q_norm {norm!r}; choose one of {', '.join(Q_NORMS)}.")
+    centred = q - jnp.mean(q, axis=-1, keepdims=True)
+    return centred / jnp.maximum(spread, jnp.finfo(q.dtype).tiny)
 
 
 class SupportSet(NamedTuple):
