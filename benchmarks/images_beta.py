@@ -9,7 +9,8 @@ matches the data at beta 0 gives ``|z0| < 3`` (the behavioural test's criterion)
 Merges one record per ``--name`` into ``benchmarks/results/images_beta.json``; prints it.
 
     python benchmarks/images_beta.py --name sample --beta-draw sample [--beta-zero 0.25]
-        [--method efm] [--steps 600] [--n 256] [--run-dir runs/images/NAME]
+        [--beta-net residual|input] [--method efm] [--steps 600] [--n 256]
+        [--run-dir runs/images/NAME]
     python benchmarks/images_beta.py --name unguided --fixed-beta 0   # the plain CFM model
     python benchmarks/images_beta.py --name batch-old --score runs/images/shapes-efm
 """
@@ -32,7 +33,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--name", required=True, help="record name in the results file")
     ap.add_argument("--beta-draw", default="sample", choices=list(im.BETA_DRAWS))
-    ap.add_argument("--beta-zero", type=float, default=0.25)
+    ap.add_argument(
+        "--beta-zero", type=float, default=None, help="default: 0.25 (input), 0 (residual)"
+    )
+    ap.add_argument("--beta-net", default="residual", choices=list(im.BETA_NETS))
     ap.add_argument("--beta-groups", type=int, default=4)
     ap.add_argument("--beta-scale", type=float, default=1.0)
     ap.add_argument("--method", default="efm", choices=["efm", "ed"])
@@ -59,6 +63,7 @@ def main() -> None:
             steps=args.steps,
             beta_draw=args.beta_draw,
             beta_zero=args.beta_zero,
+            beta_net=args.beta_net,
             beta_groups=args.beta_groups,
             beta_scale=args.beta_scale,
         )

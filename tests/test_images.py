@@ -12,6 +12,7 @@ import pytest
 from ewfm_cli.main import app
 from typer.testing import CliRunner
 
+import ewfm
 import ewfm.images as im
 
 # ----------------------------------------------------------------------------- energy
@@ -132,24 +133,34 @@ def test_unet_field_takes_flat_or_image_inputs():
 
 
 class _LinearField(eqx.Module):
-    """A cheap stand-in for the U-Net with its signature (no convolution to compile)."""
+    """A cheap stand-in for the U-Net with its signatures (no convolution to compile):
+    ``parts`` gives the residual net's ``(u, r)``, ``__call__`` the beta-input field."""
 
     w: jax.Array
     u: jax.Array
+    v: jax.Array
 
     def __call__(self, x, t, cond=None, *, beta):
         return self.w @ x * t + beta * self.u
 
+    def parts(self, x, t, cond=None, *, beta):
+        return self.w @ x * t, self.v @ x + beta * self.u
+
+
+def _stand_in(kw, ku):
+    v = jr.normal(jr.fold_in(kw, 1), (12, 12)) / 4
+    return _LinearField(jr.normal(kw, (12, 12)) / 4, jr.normal(ku, (12,)), v)
+
 
 def test_beta_draws_point_mass_and_exact_normaliser():
     k = jr.split(jr.PRNGKey(0), 5)
-    model = _LinearField(jr.normal(k[0], (12, 12)) / 4, jr.normal(k[1], (12,)))
+    model = _stand_in(k[0], k[1])
     all_x = jr.normal(k[2], (256, 12))
     all_e = jr.uniform(k[3], (256,))
     none = jnp.zeros(256)
 
-    def losses(draw, beta_zero, key):
-        cfg = im.ImageConfig.quick(beta_draw=draw, beta_zero=beta_zero)
+    def losses(net, draw, beta_zero, key):
+        cfg = im.ImageConfig.quick(beta_net=net, beta_draw=draw, beta_zero=beta_zero)
 
         def value(e_set, shift):  # the training set's energies, shifted by a constant
             batch = {"x": all_x[:16], "energy": e_set[:16] + shift}
@@ -157,47 +168,107 @@ def test_beta_draws_point_mass_and_exact_normaliser():
 
         return jnp.stack([value(all_e, 0.0), value(all_e, 5.0), value(none, 0.0)])
 
-    run = losses  # eager: cheaper than compiling 8 small programs
-    for draw in im.BETA_DRAWS:
-        # every beta drawn is 0 (a point mass of 1): the energies do not matter at all
-        got, shifted, flat = np.asarray(run(draw, 1.0, k[4]))
-        assert got == pytest.approx(flat, rel=1e-6) and shifted == pytest.approx(flat, rel=1e-6)
-        # betas in [0, 10]: the energies matter, but only up to a constant (the softmax, the
-        # exact normaliser Z(beta) and the draw from pi_beta all absorb it)
-        got, shifted, flat = np.asarray(run(draw, 0.0, k[4]))
-        assert shifted == pytest.approx(got, rel=1e-5), draw
-        assert abs(got - flat) > 1e-3 * abs(got), draw
+    run = losses  # eager: cheaper than compiling 14 small programs
+    for net in im.BETA_NETS:
+        for draw in im.BETA_DRAWS:
+            if net == "residual" and draw == "resample":
+                with pytest.raises(ValueError, match='needs beta_net="input"'):
+                    im.ImageConfig.quick(beta_net=net, beta_draw=draw)
+                continue
+            # every beta drawn is 0 (a point mass of 1): the energies do not matter at all
+            got, shifted, flat = np.asarray(run(net, draw, 1.0, k[4]))
+            assert got == pytest.approx(flat, rel=1e-6), (net, draw)
+            assert shifted == pytest.approx(flat, rel=1e-6), (net, draw)
+            # betas in [0, 10]: the energies matter, but only up to a constant (the softmax,
+            # the exact normaliser Z(beta) and the draw from pi_beta all absorb it)
+            got, shifted, flat = np.asarray(run(net, draw, 0.0, k[4]))
+            assert shifted == pytest.approx(got, rel=1e-5), (net, draw)
+            assert abs(got - flat) > 1e-3 * abs(got), (net, draw)
     with pytest.raises(ValueError, match="energies"):
         im.loss_function(im.ImageConfig.quick(beta_draw="sample"))
     with pytest.raises(ValueError, match="images"):
         im.loss_function(im.ImageConfig.quick(beta_draw="resample"), all_e)
 
 
+def test_residual_beta_net_keeps_beta_zero_unguided():
+    # the residual loss: u's gradient is exactly plain flow matching's, whatever the energies
+    # and betas (u never sees the weights); at a point mass on beta 0 the loss is twice CFM
+    k = jr.split(jr.PRNGKey(1), 4)
+    model = _stand_in(k[0], k[2])
+    x = jr.normal(k[1], (32, 12))
+    e = jr.uniform(k[2], (32,))
+    _, k_noise = jr.split(k[3])  # the loss's own split: (betas, noise)
+    path = im.ImageConfig.quick().path
+
+    def u_field(m):
+        return lambda xi, ti, c: m.parts(xi, ti, beta=0.0)[0]
+
+    cfm_grad = jax.grad(lambda m: ewfm.cfm_loss(u_field(m), path, x, k_noise))(model)
+    for draw in ("sample", "batch", "groups"):
+        cfg = im.ImageConfig.quick(beta_draw=draw)
+        assert cfg.beta_residual and cfg.beta_zero == 0.0
+        fn = im.loss_function(cfg, e)
+        grad = jax.grad(lambda m, f=fn: f(m, {"x": x, "energy": e}, k[3]))(model)
+        np.testing.assert_allclose(grad.w, cfm_grad.w, rtol=1e-5, atol=1e-6)
+        assert float(jnp.abs(grad.v).max()) > 1e-3  # r is trained (by the weighted part)
+        point = im.loss_function(im.ImageConfig.quick(beta_draw=draw, beta_zero=1.0), e)
+        cfm = ewfm.cfm_loss(u_field(model), path, x, k_noise)
+        assert float(point(model, {"x": x, "energy": e}, k[3])) == pytest.approx(
+            2 * float(cfm), rel=1e-5
+        )
+    # the U-Net: beta 0 is the U-Net's own output u; beta b adds (b / beta_max) r
+    net = im.UNetField(8, channels=(8, 16), beta_input=True, beta_residual=True, key=k[0])
+    net = jax.tree_util.tree_map(  # non-zero output layers (they start at zero)
+        lambda a: a + 0.01 if isinstance(a, jax.Array) and a.ndim == 4 and a.shape[0] == 3 else a,
+        net,
+    )
+    y = jr.normal(k[1], (8, 8, 3))
+    u, r = net.parts(y, 0.3, beta=4.0)
+    assert r is not None and float(jnp.abs(r).max()) > 0
+    np.testing.assert_array_equal(net(y, 0.3, beta=0.0), u)
+    np.testing.assert_allclose(net(y, 0.3, beta=4.0), u + 0.4 * r, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="needs beta_input"):
+        im.UNetField(8, channels=(8, 16), beta_residual=True, key=k[0])
+
+
 def _se(e: np.ndarray) -> float:
     return float(e.std(ddof=1) / np.sqrt(len(e)))
 
 
-def test_quick_efm_run_beta_steers_and_beta_zero_is_unguided(tmp_path):
-    # One quick beta-input EFM run (8x8 shapes, the default beta draws) serves every check
-    # below: one test, not a shared fixture, so `pytest -n 2` cannot train it twice.
+def quick_run_energies(tmp_path, n: int = 256, **overrides):
+    """Train the test's quick beta-input EFM run (8x8 shapes, 300 steps, the default beta
+    net and draw unless overridden); sample ``n`` images at beta 0, 3, 10. Returns the
+    training set and, per beta, the sample energies and the exact target."""
     cfg = im.ImageConfig.quick(
-        size=8, channels=(16, 32), n_data=2048, steps=300, steps_per_call=2, seed=0
+        size=8, channels=(16, 32), n_data=2048, steps=300, steps_per_call=2, seed=0, **overrides
     )
     ts = im.training_set(cfg)
     run = im.train(cfg, tmp_path / "run", data=ts)
-    n = 192
-    betas = (0.0, 3.0, 10.0)
-    energies, classes, targets = [], [], []
-    for i, beta in enumerate(betas):
+    energies, targets = [], []
+    for i, beta in enumerate((0.0, 3.0, 10.0)):
         imgs = im.generate(run, jr.PRNGKey(i), n, beta=beta)
         energies.append(np.asarray(im.hue_energy(imgs, cfg.target_hue), np.float64))
-        classes.append(im.image_classes(imgs, cfg.n_bins))
         targets.append(im.exact_target(ts.energy, ts.classes, beta, cfg.n_bins))
+    return ts, energies, targets
+
+
+def test_quick_efm_run_beta_steers_and_beta_zero_is_unguided(tmp_path):
+    # One quick beta-input EFM run serves every check below: one test, not a shared
+    # fixture, so `pytest -n 2` cannot train it twice.
+    ts, energies, targets = quick_run_energies(tmp_path)
+    means = [e.mean() for e in energies]
+    ses = [_se(e) for e in energies]
+
+    # beta = 0 is the unguided model: its samples' mean energy matches the training set's
+    # exact mean energy (the beta-0 target) within 3 standard errors. With 256 samples (se
+    # ~0.017) an unbiased sampler fails 0.3% of the time; a bias of 0.05 fails half the time,
+    # one of 0.08 96%. The beta-input net (beta_net="input") fails it: 0.380 vs 0.504, z -7.7.
+    assert targets[0].mean_energy == pytest.approx(float(ts.energy.mean()))
+    z0 = (means[0] - targets[0].mean_energy) / ses[0]
+    assert abs(z0) < 3, f"beta 0: mean E {means[0]:.3f} vs data {targets[0].mean_energy:.3f}"
 
     # beta steers: mean energy monotone within noise, a clear move from beta 0 to 10
     # (4 standard errors), in the direction of the exact targets
-    means = [e.mean() for e in energies]
-    ses = [_se(e) for e in energies]
     for i in range(2):
         assert means[i] - means[i + 1] > -2 * np.hypot(ses[i], ses[i + 1])
     assert means[0] - means[2] > 4 * np.hypot(ses[0], ses[2])
@@ -219,12 +290,6 @@ def test_quick_efm_run_beta_steers_and_beta_zero_is_unguided(tmp_path):
     assert (out / "sweep.png").stat().st_size > 0
     res = runner.invoke(app, ["images", "sample", str(out), "--beta", "11"])
     assert res.exit_code == 2 and "[0, 10]" in res.output
-
-    # beta = 0 targets the data itself: the exact target's mean energy is the data's. (Whether
-    # the beta-input network's beta-0 samples match it is NOT asserted: short runs are still
-    # biased, z of -5 to -10 standard errors; docs/images.md measures it. A check that could
-    # only pass or xfail would not be a test.)
-    assert targets[0].mean_energy == pytest.approx(float(ts.energy.mean()))
 
 
 # ----------------------------------------------------------------------------- twemoji

@@ -46,8 +46,17 @@ def train(
     beta_draw: str = typer.Option(
         "sample", "--beta-draw", help="Beta-input training betas: sample, resample, groups, batch."
     ),
-    beta_zero: float = typer.Option(
-        0.25, "--beta-zero", help="Beta-input run: probability of training at beta = 0 exactly."
+    beta_zero: float | None = typer.Option(
+        None,
+        "--beta-zero",
+        help="Beta-input run: probability of training at beta = 0 exactly "
+        "(default 0 with --beta-net residual, 0.25 with input).",
+    ),
+    beta_net: str = typer.Option(
+        "residual",
+        "--beta-net",
+        help="Where beta enters: residual (u + beta/beta_max r; beta 0 is the unguided u) "
+        "or input (the whole U-Net, Algorithm 6).",
     ),
     energy: str = typer.Option(
         "hue", "--energy", help="'hue' or 'module:function' (images [B,H,W,3] -> [B])."
@@ -71,6 +80,7 @@ def train(
         "beta_max": beta_max,
         "beta_draw": beta_draw,
         "beta_zero": beta_zero,
+        "beta_net": beta_net,
         "energy": energy,
         "seed": seed,
     }

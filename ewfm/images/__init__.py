@@ -31,6 +31,7 @@ from ._energy import (
 )
 from ._experiment import (
     BETA_DRAWS as BETA_DRAWS,
+    BETA_NETS as BETA_NETS,
     METHOD_DOCS as METHOD_DOCS,
     METHODS as METHODS,
     ImageConfig as ImageConfig,

@@ -11,7 +11,10 @@ Methods (all on the same `UNetField`, trained through `ewfm.fit`, sampled with `
 With ``beta=None`` (the default) ``efm`` and ``ed`` take beta as a network input (Algorithm 6),
 so one run serves every ``beta in [0, beta_max]``; with a number they train at that fixed beta.
 How the training betas are drawn is ``beta_draw`` (see `BETA_DRAWS`), each draw being
-``U[0, beta_max]`` except for a point mass ``beta_zero`` at beta 0.
+``U[0, beta_max]`` except for a point mass ``beta_zero`` at beta 0. Where beta enters the
+network is ``beta_net`` (see `BETA_NETS`): by default a residual head,
+``u(x, t) + (beta / beta_max) r(x, t, beta)``, whose ``u`` is trained by plain flow matching on
+every image and ``r`` by the energy-weighted loss with ``u`` held fixed.
 """
 
 import dataclasses
@@ -38,6 +41,7 @@ from .._losses import cfm_loss, ed_loss, efm_loss
 from .._paths import AbstractPath, OTPath, VPPath
 from .._sample import CFGField, sample
 from .._train import fit, load_checkpoint, save_checkpoint
+from .._weights import energy_weights
 from ._data import ImageSet, check_dataset, load_dataset, make_shapes
 from ._energy import check_target_hue, evaluate_energy, hue_energy, mean_hue
 from ._target import hue_class, n_classes
@@ -57,6 +61,11 @@ BETA_DRAWS: dict[str, str] = {
     "resample": "one beta per image, the image drawn from the exact target pi_beta over the "
     "training set (probabilities exp(-beta E) / (N Z(beta))), unweighted: the same objective "
     "as 'sample' without the weights' variance",
+}
+BETA_NETS: dict[str, str] = {
+    "residual": "u(x, t) + (beta / beta_max) r(x, t, beta): u (beta 0, exactly unconditional) "
+    "trained by plain flow matching on every image, r by the weighted loss with u held fixed",
+    "input": "beta embedded into the whole U-Net (Algorithm 6 as written)",
 }
 _OT, _VP = OTPath(), VPPath()
 
@@ -78,7 +87,8 @@ class ImageConfig:
     beta: float | None = None  # None: beta is a network input, beta ~ U[0, beta_max]
     beta_max: float = 10.0
     beta_draw: str = "sample"  # how a beta-input run draws its training betas (BETA_DRAWS)
-    beta_zero: float = 0.25  # probability of drawing beta = 0 exactly (a point mass)
+    beta_zero: float | None = None  # P(beta = 0 exactly); None: 0.25 ("input"), 0 ("residual")
+    beta_net: str = "residual"  # where beta enters the network (BETA_NETS)
     beta_groups: int = 4  # betas per batch for beta_draw="groups"
     beta_scale: float = 1.0  # beta's Fourier features have scale beta_scale / beta_max
     n_data: int = 4096  # procedural images (shapes only)
@@ -106,6 +116,15 @@ class ImageConfig:
         if self.beta is not None and not (0.0 <= self.beta < math.inf):
             raise ValueError(f"beta must be a finite number >= 0, got {self.beta}.")
         check_choice(self.beta_draw, BETA_DRAWS, "beta_draw")
+        check_choice(self.beta_net, BETA_NETS, "beta_net")
+        if self.beta_zero is None:
+            object.__setattr__(self, "beta_zero", 0.0 if self.beta_net == "residual" else 0.25)
+        assert self.beta_zero is not None
+        if self.beta_net == "residual" and self.beta_draw == "resample":
+            raise ValueError(
+                'beta_draw="resample" needs beta_net="input" (the residual net trains u on '
+                "the batch's own images); use beta_draw sample, batch or groups."
+            )
         if not (0.0 <= self.beta_zero <= 1.0):
             raise ValueError(f"beta_zero must lie in [0, 1], got {self.beta_zero}.")
         if self.beta_groups < 1 or self.batch_size % self.beta_groups:
@@ -154,6 +173,11 @@ class ImageConfig:
         return self.method in ("efm", "ed") and self.beta is None
 
     @property
+    def beta_residual(self) -> bool:
+        """Whether beta enters through the residual head (see `BETA_NETS`)."""
+        return self.beta_input and self.beta_net == "residual"
+
+    @property
     def path(self) -> AbstractPath:
         return _VP if self.method == "ed" else _OT
 
@@ -167,6 +191,7 @@ class ImageConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in d.items() if k in known}
         kw["channels"] = tuple(kw.get("channels", cls.channels))  # JSON has lists
+        kw.setdefault("beta_net", "input")  # runs written before beta_net existed
         for k in (
             "target_hue",
             "beta_max",
@@ -278,6 +303,7 @@ def init_net(cfg: ImageConfig, key: PRNGKeyArray) -> UNetField:
         beta_input=cfg.beta_input,
         beta_max=cfg.beta_max,
         beta_scale=cfg.beta_scale,
+        beta_residual=cfg.beta_residual,
         key=key,
     )
 
@@ -286,7 +312,7 @@ def _draw_betas(cfg: ImageConfig, key: PRNGKeyArray, n: int) -> Array:
     """``n`` training betas: ``U[0, beta_max]``, or exactly 0 with probability ``beta_zero``."""
     ku, kz = jr.split(key)
     b = jr.uniform(ku, (n,), maxval=cfg.beta_max)
-    if cfg.beta_zero > 0.0:
+    if cfg.beta_zero:
         b = jnp.where(jr.bernoulli(kz, cfg.beta_zero, (n,)), 0.0, b)
     return b
 
@@ -317,6 +343,8 @@ def loss_function(
         return lambda model, batch, key: weighted(
             model, path, batch["x"], batch["energy"], beta, key
         )
+    if cfg.beta_residual:
+        return _residual_loss(cfg, energy)
     if cfg.beta_draw == "batch":
 
         def batch_loss(model, batch, key):
@@ -343,7 +371,6 @@ def loss_function(
     if energy is None:
         raise ValueError(f'beta_draw="{cfg.beta_draw}" needs the training energies (energy=...).')
     all_e = jnp.asarray(energy, jnp.float32)
-    log_n = math.log(all_e.shape[0])
 
     def field(model):  # beta travels as a one-element condition, one per image
         return lambda x, t, c: model(x, t, None, beta=c[0])
@@ -365,12 +392,63 @@ def loss_function(
     def sample_loss(model, batch, key):
         kb, kt = jr.split(key)
         b = _draw_betas(cfg, kb, batch["x"].shape[0])
-        log_z = jax.nn.logsumexp(-b[:, None] * all_e[None, :], axis=1) - log_n
+        log_z = _log_z(b, all_e)
         # EFM on the joint (x, beta) at beta 1: weight exp(-beta E) / Z(beta) per image
         joint_e = b * batch["energy"] + log_z
         return weighted(field(model), path, batch["x"], joint_e, 1.0, kt, cond=b[:, None])
 
     return sample_loss
+
+
+def _log_z(b: Array, all_e: Array) -> Array:
+    """``log Z(beta) = log mean_i exp(-beta E_i)`` over the training set, per beta."""
+    return jax.nn.logsumexp(-b[:, None] * all_e[None, :], axis=1) - math.log(all_e.shape[0])
+
+
+def _residual_loss(cfg: ImageConfig, energy: Any) -> Callable[[Any, dict, PRNGKeyArray], Array]:
+    """The residual-beta loss: ``L_u + L_r`` on one draw of ``(t, eps)`` and one network pass.
+
+    ``L_u = mean ||u - target||^2`` (plain flow matching / denoising on every image: ``u``
+    becomes the unguided field) and ``L_r = mean w_i ||sg(u) + phi(beta_i) r - target||^2``
+    with ``phi(beta) = beta / beta_max`` and the weights of ``cfg.beta_draw`` (``sg``: stop
+    gradient). For every beta > 0 the minimiser of ``L_r`` is ``u + phi r = `` the guided
+    field; ``u`` alone, the beta-0 field, never sees the weights.
+    """
+    path, b_max, draw = cfg.path, cfg.beta_max, cfg.beta_draw
+    goal_name = "eps" if cfg.method == "ed" else "velocity"
+    if draw == "sample" and energy is None:
+        raise ValueError('beta_draw="sample" needs the training energies (energy=...).')
+    all_e = None if energy is None else jnp.asarray(energy, jnp.float32)
+
+    def weights(e: Array, key: PRNGKeyArray) -> tuple[Array, Array]:
+        n = e.shape[0]
+        if draw == "batch":
+            b = jnp.full((n,), _draw_betas(cfg, key, 1)[0])
+            return b, energy_weights(e, b[0])
+        if draw == "groups":
+            g = cfg.beta_groups
+            bg = _draw_betas(cfg, key, g)
+            w = jax.vmap(energy_weights)(e.reshape(g, -1), bg).reshape(n)
+            return jnp.repeat(bg, n // g), w
+        b = _draw_betas(cfg, key, n)  # "sample": the joint (x, beta) at beta 1
+        assert all_e is not None
+        return b, energy_weights(b * e + _log_z(b, all_e), 1.0)
+
+    def loss(model, batch, key):
+        kb, kn = jr.split(key)
+        kt, ke = jr.split(kn)  # as the core losses draw (t, eps) from a key
+        x0 = batch["x"]
+        b, w = weights(batch["energy"], kb)
+        t = jr.uniform(kt, x0.shape[:1], minval=path.t_min, maxval=1.0, dtype=x0.dtype)
+        ps = jax.vmap(path.sample)(x0, jr.normal(ke, x0.shape, dtype=x0.dtype), t)
+        u, r = jax.vmap(lambda x, s, bi: model.parts(x, s, beta=bi))(ps.x_t, t, b)
+        goal = ps.eps if goal_name == "eps" else ps.velocity
+        loss_u = jnp.mean(jnp.sum((u - goal) ** 2, axis=1))
+        guided = jax.lax.stop_gradient(u) + (b / b_max)[:, None] * r
+        loss_r = jnp.mean(w * jnp.sum((guided - goal) ** 2, axis=1))
+        return loss_u + loss_r
+
+    return loss
 
 
 def _cpu_seconds() -> float:

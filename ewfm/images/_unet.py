@@ -7,6 +7,11 @@ losses and `ewfm.sample` pass: image batches are flattened to ``[B, D]``) or an 
 strength ``beta`` (Algorithm 6: one network for every ``beta in [0, beta_max]``) and the
 optional condition (a one-hot hue class for classifier-free guidance, zeros = the null
 token) are embedded together and added in every residual block.
+
+With ``beta_residual=True`` beta does not enter the U-Net: the field is
+``u(x, t) + (beta / beta_max) * r(x, t, beta)``, where ``u`` is the U-Net's own output and
+``r`` is a small head (one residual block and an output convolution) on the U-Net's last
+features that alone sees beta. At ``beta = 0`` the field *is* the unconditional ``u``.
 """
 
 import equinox as eqx
@@ -55,11 +60,17 @@ class UNetField(eqx.Module):
     ``2**(len(channels) - 1)``. ``cond_dim > 0`` adds a condition input (CFG: a one-hot class,
     zeros meaning "no condition"); ``beta_input=True`` adds ``beta`` as an input, embedded with
     random Fourier features of scale ``beta_scale / beta_max`` (about ``beta_scale`` periods
-    over ``[0, beta_max]``).
+    over ``[0, beta_max]``). ``beta_residual=True`` (with ``beta_input``) routes beta into a
+    residual head instead: ``u(x, t) + (beta / beta_max) r(x, t, beta)`` (`parts` returns
+    ``(u, r)``), so beta 0 is exactly the unconditional field ``u``.
     """
 
     t_embed: FourierTimeEmbedding
     beta_embed: FourierTimeEmbedding | None
+    head_mlp: eqx.nn.MLP | None
+    head: _ResBlock | None
+    head_norm: eqx.nn.GroupNorm | None
+    head_out: eqx.nn.Conv2d | None
     cond_in: eqx.nn.Linear | None
     emb_mlp: eqx.nn.MLP
     conv_in: eqx.nn.Conv2d
@@ -72,6 +83,7 @@ class UNetField(eqx.Module):
     conv_out: eqx.nn.Conv2d
     size: int = eqx.field(static=True)
     cond_dim: int = eqx.field(static=True)
+    beta_max: float = eqx.field(static=True)
 
     def __init__(
         self,
@@ -82,6 +94,7 @@ class UNetField(eqx.Module):
         beta_input: bool = False,
         beta_max: float = 10.0,
         beta_scale: float = 1.0,
+        beta_residual: bool = False,
         emb_dim: int = 64,
         time_dim: int = 32,
         time_scale: float = 16.0,
@@ -92,6 +105,8 @@ class UNetField(eqx.Module):
             raise ValueError(
                 f"image size {size} must be divisible by 2**{levels - 1} for {levels} levels."
             )
+        if beta_residual and not beta_input:
+            raise ValueError("beta_residual=True needs beta_input=True.")
         keys = iter(jr.split(key, 8 + 4 * levels))
         self.t_embed = FourierTimeEmbedding(time_dim, time_scale, key=next(keys))
         self.beta_embed = (
@@ -100,7 +115,8 @@ class UNetField(eqx.Module):
             else None
         )
         self.cond_in = eqx.nn.Linear(cond_dim, time_dim, key=next(keys)) if cond_dim else None
-        n_emb_in = time_dim * (1 + int(beta_input) + int(cond_dim > 0))
+        in_trunk = beta_input and not beta_residual
+        n_emb_in = time_dim * (1 + int(in_trunk) + int(cond_dim > 0))
         self.emb_mlp = eqx.nn.MLP(
             n_emb_in, emb_dim, emb_dim, 1, activation=jax.nn.silu, key=next(keys)
         )
@@ -132,26 +148,46 @@ class UNetField(eqx.Module):
         )
         self.size = size
         self.cond_dim = cond_dim
+        self.beta_max = float(beta_max)
+        if beta_residual:
+            kh = jr.split(next(keys), 3)
+            self.head_mlp = eqx.nn.MLP(
+                2 * time_dim, emb_dim, emb_dim, 1, activation=jax.nn.silu, key=kh[0]
+            )
+            self.head = _ResBlock(c0, c0, emb_dim, key=kh[1])
+            self.head_norm = eqx.nn.GroupNorm(_groups(c0), c0)
+            head_out = eqx.nn.Conv2d(c0, 3, 3, padding=1, key=kh[2])
+            self.head_out = eqx.tree_at(
+                lambda m: (m.weight, m.bias),
+                head_out,
+                (jnp.zeros_like(head_out.weight), jnp.zeros((3, 1, 1))),
+            )
+        else:
+            self.head_mlp = self.head = self.head_norm = self.head_out = None
 
-    def __call__(
+    def parts(
         self,
         x: Float[Array, "..."],
         t: Float[ArrayLike, ""],
         cond: Float[Array, " cond"] | None = None,
         *,
         beta: Float[ArrayLike, ""] | None = None,
-    ) -> Float[Array, "..."]:
+    ) -> tuple[Float[Array, "..."], Float[Array, "..."] | None]:
+        """``(u, r)``: the U-Net output and, for a residual-beta net, the beta head's output
+        (``None`` otherwise); the field is ``u + (beta / beta_max) r``. One trunk pass."""
         s = self.size
         if x.shape not in ((s * s * 3,), (s, s, 3)):
             raise ValueError(
                 f"this U-Net takes images of shape ({s}, {s}, 3) or flat ({s * s * 3},), "
                 f"got {x.shape}."
             )
-        parts = [self.t_embed(t)]
+        t_emb = self.t_embed(t)
+        parts = [t_emb]
         if self.beta_embed is not None:
             if beta is None:
                 raise ValueError("this field was built with beta_input=True: pass beta=...")
-            parts.append(self.beta_embed(beta))
+            if self.head is None:
+                parts.append(self.beta_embed(beta))
         if self.cond_in is not None:
             if cond is None:
                 raise ValueError(f"this field needs a condition of size {self.cond_dim}.")
@@ -171,5 +207,25 @@ class UNetField(eqx.Module):
                 c, hh, ww = h.shape
                 h = jax.image.resize(h, (c, 2 * hh, 2 * ww), "nearest")
                 h = self.upsample[j](h)
-        out = self.conv_out(jax.nn.silu(self.norm_out(h)))
-        return jnp.transpose(out, (1, 2, 0)).reshape(x.shape)
+        u = self.conv_out(jax.nn.silu(self.norm_out(h)))
+        u = jnp.transpose(u, (1, 2, 0)).reshape(x.shape)
+        if self.head is None:
+            return u, None
+        assert self.beta_embed is not None and self.head_mlp is not None
+        assert self.head_norm is not None and self.head_out is not None and beta is not None
+        eb = self.head_mlp(jnp.concatenate([t_emb, self.beta_embed(beta)]))
+        r = self.head_out(jax.nn.silu(self.head_norm(self.head(h, eb))))
+        return u, jnp.transpose(r, (1, 2, 0)).reshape(x.shape)
+
+    def __call__(
+        self,
+        x: Float[Array, "..."],
+        t: Float[ArrayLike, ""],
+        cond: Float[Array, " cond"] | None = None,
+        *,
+        beta: Float[ArrayLike, ""] | None = None,
+    ) -> Float[Array, "..."]:
+        u, r = self.parts(x, t, cond, beta=beta)
+        if r is None:
+            return u
+        return u + (jnp.asarray(beta) / self.beta_max) * r
