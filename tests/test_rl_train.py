@@ -284,6 +284,13 @@ def test_config_presets_overrides_and_errors(tmp_path):
         resolve_config(overrides={"support": 0})
     with pytest.raises(ConfigError, match="unknown q_norm 'zscore'; choose one of none, spread"):
         resolve_config(overrides={"q_norm": "zscore"})
+    # a run directory from before q_norm existed reads back as what it ran: the paper's weights
+    from ewfm.rl._config import config_from_json
+
+    old = resolve_config("quick").to_dict()
+    assert old.pop("q_norm") == "spread" and resolve_config("paper").q_norm == "none"
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    assert config_from_json(tmp_path / "config.json").q_norm == "none"
 
 
 def _cli(args, monkeypatch_env=None):
