@@ -19,8 +19,10 @@ Reported: the mean within-state rank correlation of the critic with the truth, b
 truth's own split-half correlation (its noise ceiling, stochastic only); the true Q gain of
 QIPO's weights ``sum_j w_j Q_true_j / M - mean_j Q_true_j`` for several beta (and with weights
 from the truth itself, the best a critic could do: selected on one half of the rollouts and
-scored on the other when they are noisy); the critic's bias on edge-of-box supports
-against inner ones. Results go to ``benchmarks/results/rl_q_truth_<dataset>.json``.
+scored on the other when they are noisy); within each state, the gap between edge-of-box
+supports and inner ones by the critic and by the truth. Results go to
+``benchmarks/results/rl_q_truth_<run>_seed<J>_<continuation>.json`` (+ ``.npz``: the per-support
+Q, returns, actions and states).
 
     python benchmarks/rl_q_truth.py RUN [--seed J] [--states 64] [--horizon 300]
         [--continuation mean|stochastic] [--rollouts 4]
@@ -38,7 +40,7 @@ import jax.random as jr
 import numpy as np
 
 from ewfm import load_checkpoint
-from ewfm._io import write_text_atomic
+from ewfm._io import atomic_path, write_text_atomic
 from ewfm._train import init_state
 from ewfm.rl import ensure_dataset, load_transitions, scale_q
 from ewfm.rl._build import plan
@@ -128,6 +130,15 @@ def spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (ra * rb).sum(1) / np.sqrt((ra**2).sum(1) * (rb**2).sum(1))
 
 
+def within_gap(v: np.ndarray, edge: np.ndarray, both: np.ndarray) -> float | None:
+    """Mean over states of (mean over edge supports - mean over inner ones), within state."""
+    if not both.any():
+        return None
+    e = (v * edge).sum(1) / np.maximum(edge.sum(1), 1)
+    i = (v * ~edge).sum(1) / np.maximum((~edge).sum(1), 1)
+    return float(np.mean((e - i)[both]))
+
+
 def weighted_gain(q_w: np.ndarray, truth: np.ndarray, beta: float) -> float:
     """Mean over states of the true Q under weights M softmax(beta q_w), minus the uniform."""
     w = np.asarray(jax.nn.softmax(beta * jnp.asarray(q_w), axis=1))
@@ -185,7 +196,7 @@ def main() -> None:
     rho = spearman_rows(q, truth)
     ceiling = spearman_rows(*split)
     edge = (np.abs(np.asarray(sup)) > 0.99).any(-1)
-    bias = q - truth
+    both = edge.any(1) & (~edge).any(1)  # states with edge and inner supports
     out = {
         "run": str(run.root),
         "dataset": cfg.dataset,
@@ -203,13 +214,9 @@ def main() -> None:
         "rank_corr_truth_split_half": float(np.nanmean(ceiling)),
         "data_action_true_minus_mean": float(np.mean(truth[:, 0] - truth.mean(1))),
         "edge_share": float(edge.mean()),
-        "edge_minus_inner_critic": float(q[edge].mean() - q[~edge].mean()) if edge.any() else None,
-        "edge_minus_inner_true": float(truth[edge].mean() - truth[~edge].mean())
-        if edge.any() and (~edge).any()
-        else None,
-        "edge_bias_minus_inner_bias": float(bias[edge].mean() - bias[~edge].mean())
-        if edge.any() and (~edge).any()
-        else None,
+        "states_with_edge_and_inner": int(both.sum()),
+        "edge_minus_inner_critic": within_gap(q, edge, both),
+        "edge_minus_inner_true": within_gap(truth, edge, both),
         "gain": {},
         "seconds": None,
     }
@@ -230,9 +237,11 @@ def main() -> None:
         ),
     }
     out["seconds"] = time.perf_counter() - t_start
-    name = f"{cfg.dataset.replace('/', '_')}_{out['continuation']}"
+    name = f"{run.root.name}_seed{args.seed}_{out['continuation']}"
     dest = Path(__file__).with_name("results") / f"rl_q_truth_{name}.json"
     write_text_atomic(dest, json.dumps(out, indent=2) + "\n")
+    with atomic_path(dest.with_suffix(".npz")) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, q=q, returns=ret, supports=np.asarray(sup), states=obs0)
     print(json.dumps(out, indent=2))
 
 
