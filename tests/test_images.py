@@ -192,7 +192,8 @@ def test_beta_draws_point_mass_and_exact_normaliser():
 
 def test_residual_beta_net_keeps_beta_zero_unguided():
     # the residual loss: u's gradient is exactly plain flow matching's, whatever the energies
-    # and betas (u never sees the weights); at a point mass on beta 0 the loss is twice CFM
+    # and betas (u never sees the weights); at a point mass on beta 0 the loss is twice CFM.
+    # (The draws share the routing; every draw's energy dependence is tested above.)
     k = jr.split(jr.PRNGKey(1), 4)
     model = _stand_in(k[0], k[2])
     x = jr.normal(k[1], (32, 12))
@@ -204,18 +205,17 @@ def test_residual_beta_net_keeps_beta_zero_unguided():
         return lambda xi, ti, c: m.parts(xi, ti, beta=0.0)[0]
 
     cfm_grad = jax.grad(lambda m: ewfm.cfm_loss(u_field(m), path, x, k_noise))(model)
-    for draw in ("sample", "batch", "groups"):
-        cfg = im.ImageConfig.quick(beta_draw=draw)
-        assert cfg.beta_residual and cfg.beta_zero == 0.0
-        fn = im.loss_function(cfg, e)
-        grad = jax.grad(lambda m, f=fn: f(m, {"x": x, "energy": e}, k[3]))(model)
-        np.testing.assert_allclose(grad.w, cfm_grad.w, rtol=1e-5, atol=1e-6)
-        assert float(jnp.abs(grad.v).max()) > 1e-3  # r is trained (by the weighted part)
-        point = im.loss_function(im.ImageConfig.quick(beta_draw=draw, beta_zero=1.0), e)
-        cfm = ewfm.cfm_loss(u_field(model), path, x, k_noise)
-        assert float(point(model, {"x": x, "energy": e}, k[3])) == pytest.approx(
-            2 * float(cfm), rel=1e-5
-        )
+    cfg = im.ImageConfig.quick()  # the default: residual net, per-image betas, no point mass
+    assert cfg.beta_residual and cfg.beta_draw == "sample" and cfg.beta_zero == 0.0
+    fn = im.loss_function(cfg, e)
+    grad = jax.grad(lambda m: fn(m, {"x": x, "energy": e}, k[3]))(model)
+    np.testing.assert_allclose(grad.w, cfm_grad.w, rtol=1e-5, atol=1e-6)
+    assert float(jnp.abs(grad.v).max()) > 1e-3  # r is trained (by the weighted part)
+    point = im.loss_function(im.ImageConfig.quick(beta_zero=1.0), e)
+    cfm = ewfm.cfm_loss(u_field(model), path, x, k_noise)
+    assert float(point(model, {"x": x, "energy": e}, k[3])) == pytest.approx(
+        2 * float(cfm), rel=1e-5
+    )
     # the U-Net: beta 0 is the U-Net's own output u; beta b adds (b / beta_max) r
     net = im.UNetField(8, channels=(8, 16), beta_input=True, beta_residual=True, key=k[0])
     net = jax.tree_util.tree_map(  # non-zero output layers (they start at zero)
@@ -239,9 +239,8 @@ def quick_run_energies(tmp_path, n: int = 256, **overrides):
     """Train the test's quick beta-input EFM run (8x8 shapes, 300 steps, the default beta
     net and draw unless overridden); sample ``n`` images at beta 0, 3, 10. Returns the
     training set and, per beta, the sample energies and the exact target."""
-    cfg = im.ImageConfig.quick(
-        size=8, channels=(16, 32), n_data=2048, steps=300, steps_per_call=2, seed=0, **overrides
-    )
+    base = {"size": 8, "channels": (16, 32), "n_data": 2048, "steps": 300, "steps_per_call": 2}
+    cfg = im.ImageConfig.quick(**{**base, **overrides})
     ts = im.training_set(cfg)
     run = im.train(cfg, tmp_path / "run", data=ts)
     energies, targets = [], []
@@ -335,6 +334,8 @@ def test_bad_inputs_give_one_line_errors(monkeypatch):
         im.ImageConfig(method="fm")
     with pytest.raises(ValueError, match="unknown beta_draw 'x'; choose one of batch, groups"):
         im.ImageConfig(beta_draw="x")
+    with pytest.raises(ValueError, match="unknown beta_net 'x'; choose one of residual, input"):
+        im.ImageConfig(beta_net="x")
 
     runner = CliRunner()
     res = runner.invoke(app, ["images", "train", "--data", "mnist", "--out", "x"])
@@ -344,6 +345,8 @@ def test_bad_inputs_give_one_line_errors(monkeypatch):
     assert res.exit_code == 2 and "efm, ed, cfg" in res.output
     res = runner.invoke(app, ["images", "train", "--target-hue", "400", "--out", "x"])
     assert res.exit_code == 2 and "did you mean 40" in res.output
+    res = runner.invoke(app, ["images", "train", "--beta-draw", "resample", "--out", "x"])
+    assert res.exit_code == 2 and 'needs beta_net="input"' in res.output
 
     import importlib.util
 
