@@ -115,17 +115,32 @@ def test_mmd_and_memorisation_check():
 # ----------------------------------------------------------------------------- network
 
 
-def test_unet_field_takes_flat_or_image_inputs():
-    net = im.UNetField(8, channels=(8, 16), beta_input=True, key=jr.PRNGKey(0))
-    net = jax.tree_util.tree_map(  # non-zero output layer (it starts at zero)
+def _nonzero_outputs(net):
+    """The U-Net with non-zero output layers (they start at zero)."""
+    return jax.tree_util.tree_map(
         lambda a: a + 0.01 if isinstance(a, jax.Array) and a.ndim == 4 and a.shape[0] == 3 else a,
         net,
     )
+
+
+def test_unet_field_takes_flat_or_image_inputs():
+    net = _nonzero_outputs(im.UNetField(8, channels=(8, 16), beta_input=True, key=jr.PRNGKey(0)))
+    res = _nonzero_outputs(
+        im.UNetField(8, channels=(8, 16), beta_input=True, beta_residual=True, key=jr.PRNGKey(0))
+    )
     x = jr.normal(jr.PRNGKey(1), (8, 8, 3))
-    call = eqx.filter_jit(lambda f, y: (f(y, 0.3, beta=2.0), f(y.reshape(-1), 0.3, beta=2.0)))
-    out_img, out_flat = call(net, x)  # one compilation for both
+
+    def both(f, g, y):  # one compilation for every call below
+        flat = f(y, 0.3, beta=2.0), f(y.reshape(-1), 0.3, beta=2.0)
+        return flat, g.parts(y, 0.3, beta=4.0), g(y, 0.3, beta=0.0), g(y, 0.3, beta=4.0)
+
+    (out_img, out_flat), (u, r), at_0, at_4 = eqx.filter_jit(both)(net, res, x)
     assert out_img.shape == (8, 8, 3) and out_flat.shape == (192,)
     np.testing.assert_allclose(out_img.reshape(-1), out_flat, rtol=1e-6)
+    # the residual net: beta 0 is the U-Net's own output u; beta b adds (b / beta_max) r
+    assert r is not None and float(jnp.abs(r).max()) > 0
+    np.testing.assert_allclose(at_0, u, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(at_4, u + 0.4 * r, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match=r"\(8, 8, 3\).*got \(16, 16, 3\)"):
         net(jnp.zeros((16, 16, 3)), 0.3, beta=1.0)
     with pytest.raises(ValueError, match="beta="):
@@ -216,17 +231,6 @@ def test_residual_beta_net_keeps_beta_zero_unguided():
     assert float(point(model, {"x": x, "energy": e}, k[3])) == pytest.approx(
         2 * float(cfm), rel=1e-5
     )
-    # the U-Net: beta 0 is the U-Net's own output u; beta b adds (b / beta_max) r
-    net = im.UNetField(8, channels=(8, 16), beta_input=True, beta_residual=True, key=k[0])
-    net = jax.tree_util.tree_map(  # non-zero output layers (they start at zero)
-        lambda a: a + 0.01 if isinstance(a, jax.Array) and a.ndim == 4 and a.shape[0] == 3 else a,
-        net,
-    )
-    y = jr.normal(k[1], (8, 8, 3))
-    u, r = net.parts(y, 0.3, beta=4.0)
-    assert r is not None and float(jnp.abs(r).max()) > 0
-    np.testing.assert_array_equal(net(y, 0.3, beta=0.0), u)
-    np.testing.assert_allclose(net(y, 0.3, beta=4.0), u + 0.4 * r, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="needs beta_input"):
         im.UNetField(8, channels=(8, 16), beta_residual=True, key=k[0])
 
