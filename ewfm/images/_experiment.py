@@ -412,7 +412,8 @@ def _residual_loss(cfg: ImageConfig, energy: Any) -> Callable[[Any, dict, PRNGKe
     becomes the unguided field) and ``L_r = mean w_i ||sg(u) + phi(beta_i) r - target||^2``
     with ``phi(beta) = beta / beta_max`` and the weights of ``cfg.beta_draw`` (``sg``: stop
     gradient). For every beta > 0 the minimiser of ``L_r`` is ``u + phi r = `` the guided
-    field; ``u`` alone, the beta-0 field, never sees the weights.
+    field. The loss never weights ``u`` itself; in the U-Net the head reads the shared
+    trunk's features, so ``L_r`` still reaches ``u`` through the trunk.
     """
     path, b_max, draw = cfg.path, cfg.beta_max, cfg.beta_draw
     goal_name = "eps" if cfg.method == "ed" else "velocity"
