@@ -662,9 +662,15 @@ def train(
                 jnp.zeros((n_seeds, len(rows), cfg.support), jnp.float32),
             )
             loaded, start, hist = _load_stage(run, "qipo", (qst, set_like))
-            current: dict[str, Any] = {"set": None}
+            current: dict[str, Any] = {"set": None, "train": None}
+
+            def use(raw: SupportSet) -> None:  # trained on: the same set, Q scaled by q_norm
+                current["set"] = raw
+                current["train"] = raw._replace(q=scale_q(raw.q, cfg.q_norm))
+
             if loaded is not None:
-                qst, current["set"], history = loaded[0], loaded[1], hist or history
+                qst, history = loaded[0], hist or history
+                use(loaded[1])
             keep = a_q if cfg.keep_data_action else None
             qipo_keys = keys["qipo"]
 
@@ -685,14 +691,10 @@ def train(
                             data_actions=keep,
                         )
                     )
-                    current["set"] = SupportSet(s_q, sets.actions, sets.q)
-                    current["train"] = None
+                    raw = SupportSet(s_q, sets.actions, sets.q)
+                    use(raw)
+                    info.update(_support_stats(raw, current["train"].q, cfg.beta))
                     info["renew_seconds"] = time.perf_counter() - ts
-                if current.get("train") is None:  # the weights' Q, rescaled by cfg.q_norm
-                    raw = current["set"]
-                    current["train"] = raw._replace(q=scale_q(raw.q, cfg.q_norm))
-                    if info:
-                        info.update(_support_stats(raw, current["train"].q, cfg.beta))
                 return current["train"], info
 
             qst = _stage_loop(
