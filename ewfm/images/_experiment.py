@@ -343,6 +343,8 @@ def loss_function(
         return lambda model, batch, key: weighted(
             model, path, batch["x"], batch["energy"], beta, key
         )
+    if cfg.beta_draw in ("sample", "resample") and energy is None:
+        raise ValueError(f'beta_draw="{cfg.beta_draw}" needs the training energies (energy=...).')
     if cfg.beta_residual:
         return _residual_loss(cfg, energy)
     if cfg.beta_draw == "batch":
@@ -368,8 +370,6 @@ def loss_function(
             return jnp.mean(jax.vmap(one)(x, e, b, jr.split(kt, g)))
 
         return groups_loss
-    if energy is None:
-        raise ValueError(f'beta_draw="{cfg.beta_draw}" needs the training energies (energy=...).')
     all_e = jnp.asarray(energy, jnp.float32)
 
     def field(model):  # beta travels as a one-element condition, one per image
@@ -417,8 +417,6 @@ def _residual_loss(cfg: ImageConfig, energy: Any) -> Callable[[Any, dict, PRNGKe
     """
     path, b_max, draw = cfg.path, cfg.beta_max, cfg.beta_draw
     goal_name = "eps" if cfg.method == "ed" else "velocity"
-    if draw == "sample" and energy is None:
-        raise ValueError('beta_draw="sample" needs the training energies (energy=...).')
     all_e = None if energy is None else jnp.asarray(energy, jnp.float32)
 
     def weights(e: Array, key: PRNGKeyArray) -> tuple[Array, Array]:

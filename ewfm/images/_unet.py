@@ -53,6 +53,14 @@ class _ResBlock(eqx.Module):
         return y + (h if self.skip is None else self.skip(h))
 
 
+def _zero_conv(c_in: int, key: PRNGKeyArray) -> eqx.nn.Conv2d:
+    """A 3x3 convolution to RGB whose weights and bias start at zero (its output starts at 0)."""
+    conv = eqx.nn.Conv2d(c_in, 3, 3, padding=1, key=key)
+    return eqx.tree_at(
+        lambda m: (m.weight, m.bias), conv, (jnp.zeros_like(conv.weight), jnp.zeros((3, 1, 1)))
+    )
+
+
 class UNetField(eqx.Module):
     """Convolutional U-Net field: one residual block per resolution, ``len(channels)`` levels.
 
@@ -139,13 +147,8 @@ class UNetField(eqx.Module):
                 n = channels[i - 1]
         self.up, self.upsample = tuple(up), tuple(upsample)
         self.norm_out = eqx.nn.GroupNorm(_groups(c0), c0)
-        conv_out = eqx.nn.Conv2d(c0, 3, 3, padding=1, key=next(keys))
         # Start from a zero field (standard for diffusion U-Nets): early steps stay stable.
-        self.conv_out = eqx.tree_at(
-            lambda m: (m.weight, m.bias),
-            conv_out,
-            (jnp.zeros_like(conv_out.weight), jnp.zeros((3, 1, 1))),
-        )
+        self.conv_out = _zero_conv(c0, next(keys))
         self.size = size
         self.cond_dim = cond_dim
         self.beta_max = float(beta_max)
@@ -156,12 +159,7 @@ class UNetField(eqx.Module):
             )
             self.head = _ResBlock(c0, c0, emb_dim, key=kh[1])
             self.head_norm = eqx.nn.GroupNorm(_groups(c0), c0)
-            head_out = eqx.nn.Conv2d(c0, 3, 3, padding=1, key=kh[2])
-            self.head_out = eqx.tree_at(
-                lambda m: (m.weight, m.bias),
-                head_out,
-                (jnp.zeros_like(head_out.weight), jnp.zeros((3, 1, 1))),
-            )
+            self.head_out = _zero_conv(c0, kh[2])
         else:
             self.head_mlp = self.head = self.head_norm = self.head_out = None
 
