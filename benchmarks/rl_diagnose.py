@@ -39,12 +39,28 @@ from ewfm.rl._pipeline import (
 from ewfm.rl._qipo import SupportSet
 
 
-def critic_report(run: RunDir, cfg, tr, mean, std, seed: int) -> None:
-    od, ad = mean.shape[0], tr.actions.shape[1]
+def load_run(path: str):
+    """A run directory, its config, observation mean/std, dataset id and transitions."""
+    from ewfm.rl import ensure_dataset
+
+    run = RunDir(path)
+    cfg = config_from_json(run.config_path)
+    stats = json.loads((run.root / "obs_stats.json").read_text())
+    mean, std = np.asarray(stats["mean"], np.float32), np.asarray(stats["std"], np.float32)
+    ds_id = ensure_dataset(cfg.dataset, progress=False)
+    return run, cfg, mean, std, ds_id, load_transitions(ds_id)
+
+
+def load_critic(run: RunDir, cfg, od: int, ad: int, seed: int):
+    """One seed's twin Q network of a run (and the critic checkpoint's metadata)."""
     copt, _ = _stage_fns("critic", _program_key(cfg))
     like = stacked_critic_states(cfg, od, ad, jr.split(jr.key(0), cfg.seeds), copt)
     (cst, _), meta = load_checkpoint(run.stage_path("critic"), (like, None))
-    q = seed_slice(cst.model.q, seed)
+    return seed_slice(cst.model.q, seed), meta
+
+
+def critic_report(run: RunDir, cfg, tr, mean, std, seed: int) -> None:
+    q, meta = load_critic(run, cfg, mean.shape[0], tr.actions.shape[1], seed)
     mc = discounted_returns(tr.rewards, tr.terminals, tr.timeouts, cfg.gamma)
     sel = np.random.default_rng(0).choice(tr.size, 20_000, replace=False)
     s = jnp.asarray((np.asarray(tr.observations)[sel] - mean) / std)
@@ -98,17 +114,11 @@ def main() -> None:
     p.add_argument("run")
     p.add_argument("--seed", type=int, default=0, help="which seed's critic (0-based)")
     args = p.parse_args()
-    run = RunDir(args.run)
-    cfg = config_from_json(run.config_path)
-    stats = json.loads((run.root / "obs_stats.json").read_text())
-    mean, std = np.asarray(stats["mean"], np.float32), np.asarray(stats["std"], np.float32)
-    from ewfm.rl import ensure_dataset
-
-    tr = load_transitions(ensure_dataset(cfg.dataset, progress=False))
+    run, cfg, mean, std, _, tr = load_run(args.run)
     if run.stage_path("critic").exists():
         critic_report(run, cfg, tr, mean, std, args.seed)
     if Path(run.stage_path("qipo")).exists():
-        support_report(run, cfg, mean.shape[0], int(stats["act_dim"]))
+        support_report(run, cfg, mean.shape[0], tr.actions.shape[1])
 
 
 if __name__ == "__main__":

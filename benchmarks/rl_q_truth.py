@@ -38,13 +38,13 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
+from rl_diagnose import load_critic, load_run  # the sibling script (run from benchmarks/)
 
 from ewfm import load_checkpoint
 from ewfm._io import atomic_path, write_text_atomic
 from ewfm._train import init_state
-from ewfm.rl import ensure_dataset, load_transitions, scale_q
+from ewfm.rl import env_id_for, scale_q
 from ewfm.rl._build import plan
-from ewfm.rl._config import config_from_json
 from ewfm.rl._envs import make_env
 from ewfm.rl._pack import NumpyPackPolicy
 from ewfm.rl._pipeline import (
@@ -53,22 +53,18 @@ from ewfm.rl._pipeline import (
     _stage_fns,
     make_sampler,
     seed_slice,
-    stacked_critic_states,
     stacked_fields,
 )
 from ewfm.rl._qipo import draw_supports
 
 
-def load_models(run: RunDir, cfg, od: int, ad: int, seed: int):
-    """The behaviour EMA field and the critic's min-Q of one seed."""
+def load_behaviour(run: RunDir, cfg, od: int, ad: int, seed: int):
+    """The behaviour EMA field of one seed."""
     keys = jr.split(jr.key(0), cfg.seeds)
     bopt, _ = _stage_fns("behaviour", _program_key(cfg))
     blike = eqx.filter_vmap(lambda f: init_state(f, bopt))(stacked_fields(cfg, od, ad, keys))
     (bst, _), _ = load_checkpoint(run.stage_path("behaviour"), (blike, None))
-    copt, _ = _stage_fns("critic", _program_key(cfg))
-    clike = stacked_critic_states(cfg, od, ad, keys, copt)
-    (cst, _), _ = load_checkpoint(run.stage_path("critic"), (clike, None))
-    return seed_slice(bst.ema, seed), seed_slice(cst.model.q, seed)
+    return seed_slice(bst.ema, seed)
 
 
 def step_in_episode(tr) -> np.ndarray:
@@ -98,12 +94,11 @@ def rollout_returns(env_id, policy, obs0, t0, actions, *, rollouts, horizon, gam
         e.set_state(np.concatenate([[0.0], o[: nq - 1]]), o[nq - 1 :])
         worst = max(worst, float(np.abs(e._get_obs() - o).max()))
     noise = rng.standard_normal((n, rollouts, horizon, ad))  # shared by a state's supports
-    ii = np.array([k[0] for k in index])
-    rr = np.array([k[2] for k in index])
+    ii, jj, rr = (np.array(col) for col in zip(*index, strict=True))
     ret = np.zeros(len(envs))
     alive = np.ones(len(envs), bool)
     obs = np.zeros((len(envs), obs0.shape[1]))
-    act = actions[ii, np.array([k[1] for k in index])]
+    act = actions[ii, jj]
     for h in range(horizon):
         if h > 0:
             live = np.flatnonzero(alive)
@@ -118,7 +113,7 @@ def rollout_returns(env_id, policy, obs0, t0, actions, *, rollouts, horizon, gam
         if not alive.any():
             break
     out = np.zeros((n, m, rollouts))
-    out[ii, np.array([k[1] for k in index]), rr] = ret
+    out[ii, jj, rr] = ret
     return out, worst
 
 
@@ -155,13 +150,10 @@ def main() -> None:
     p.add_argument("--horizon", type=int, default=300)
     args = p.parse_args()
     t_start = time.perf_counter()
-    run = RunDir(args.run)
-    cfg = config_from_json(run.config_path)
-    stats = json.loads((run.root / "obs_stats.json").read_text())
-    mean, std = np.asarray(stats["mean"], np.float32), np.asarray(stats["std"], np.float32)
-    tr = load_transitions(ensure_dataset(cfg.dataset, progress=False))
+    run, cfg, mean, std, ds_id, tr = load_run(args.run)
     od, ad = mean.shape[0], tr.actions.shape[1]
-    field, qnet = load_models(run, cfg, od, ad, args.seed)
+    field = load_behaviour(run, cfg, od, ad, args.seed)
+    qnet, _ = load_critic(run, cfg, od, ad, args.seed)
     part = plan(cfg.dataset)[0].parts[0]
     mu = NumpyPackPolicy(part.policy)
     stochastic = args.continuation == "stochastic" and part.stochastic
@@ -178,9 +170,8 @@ def main() -> None:
         field, make_sampler(cfg), s, jr.key(2), m=cfg.support, action_dim=ad, data_actions=data
     )
     q = np.asarray(jax.vmap(jax.vmap(qnet.min, in_axes=(None, 0)))(s, sup))
-    env_id = stats.get("env") or json.loads((run.root / "summary.json").read_text())["env"]
     ret, worst = rollout_returns(
-        env_id,
+        env_id_for(ds_id),
         policy,
         obs0,
         t0,
