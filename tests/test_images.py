@@ -125,26 +125,63 @@ def _nonzero_outputs(net):
 
 def test_unet_field_takes_flat_or_image_inputs():
     net = _nonzero_outputs(im.UNetField(8, channels=(8, 16), beta_input=True, key=jr.PRNGKey(0)))
-    res = _nonzero_outputs(
-        im.UNetField(8, channels=(8, 16), beta_input=True, beta_residual=True, key=jr.PRNGKey(0))
-    )
+    kw = dict(channels=(8, 16), beta_input=True, beta_residual=True, key=jr.PRNGKey(0))
+    res = _nonzero_outputs(im.UNetField(8, **kw))
+    knots = np.sqrt(np.linspace(0.0, 1.0, 11))  # phi on the beta grid 0, 1, ..., 10
+    curved = _nonzero_outputs(im.UNetField(8, phi_knots=knots, **kw))  # same u and r as res
     x = jr.normal(jr.PRNGKey(1), (8, 8, 3))
 
-    def both(f, g, y):  # one compilation for every call below
+    def both(f, g, h, y):  # one compilation for every call below
         flat = f(y, 0.3, beta=2.0), f(y.reshape(-1), 0.3, beta=2.0)
-        return flat, g.parts(y, 0.3, beta=4.0), g(y, 0.3, beta=0.0), g(y, 0.3, beta=4.0)
+        return (
+            flat,
+            g.parts(y, 0.3, beta=4.5),
+            g(y, 0.3, beta=0.0),
+            g(y, 0.3, beta=4.5),
+            h(y, 0.3, beta=4.5),
+        )
 
-    (out_img, out_flat), (u, r), at_0, at_4 = eqx.filter_jit(both)(net, res, x)
+    (out_img, out_flat), (u, r), at_0, at_4, curved_4 = eqx.filter_jit(both)(net, res, curved, x)
     assert out_img.shape == (8, 8, 3) and out_flat.shape == (192,)
     np.testing.assert_allclose(out_img.reshape(-1), out_flat, rtol=1e-6)
-    # the residual net: beta 0 is the U-Net's own output u; beta b adds (b / beta_max) r
+    # the residual net: beta 0 is the U-Net's own output u; beta b adds phi(b) r, with
+    # phi(b) = b / beta_max, or the knots interpolated linearly (between 0.4 and 0.5 here)
     assert r is not None and float(jnp.abs(r).max()) > 0
     np.testing.assert_allclose(at_0, u, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(at_4, u + 0.4 * r, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(at_4, u + 0.45 * r, rtol=1e-5, atol=1e-6)
+    phi = (np.sqrt(0.4) + np.sqrt(0.5)) / 2
+    np.testing.assert_allclose(curved_4, u + phi * r, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match=r"\(8, 8, 3\).*got \(16, 16, 3\)"):
         net(jnp.zeros((16, 16, 3)), 0.3, beta=1.0)
     with pytest.raises(ValueError, match="beta="):
         net(x, 0.3)
+
+
+def test_energy_phi_is_the_exact_share_of_the_mean_energy_shift():
+    # two energies 0 and 1 in equal numbers: m(beta) = 1 / (1 + e^beta) exactly
+    e = np.repeat([0.0, 1.0], 50)
+    grid = np.linspace(0.0, 10.0, im.PHI_KNOTS)
+    m = 1.0 / (1.0 + np.exp(grid))
+    np.testing.assert_allclose(im.energy_phi(e, 10.0), (m[0] - m) / (m[0] - m[-1]), atol=1e-6)
+    # a common shift of the energies changes nothing (softmax and m's differences ignore
+    # it); equal energies give the linear phi
+    np.testing.assert_allclose(im.energy_phi(e + 3.0, 10.0), im.energy_phi(e, 10.0), atol=1e-6)
+    np.testing.assert_allclose(im.energy_phi(np.full(7, 0.3), 10.0), grid / 10.0, atol=1e-7)
+    # phi is fixed, not trained: no gradient reaches the knots through the field's phi
+    net = im.UNetField(
+        8,
+        channels=(8,),
+        beta_input=True,
+        beta_residual=True,
+        phi_knots=np.sqrt(grid / 10),
+        key=jr.PRNGKey(0),
+    )
+    g = eqx.filter_grad(lambda n: jnp.sum(n.phi(jnp.array([0.5, 3.3, 9.9]))))(net)
+    assert g.phi_knots is not None and float(jnp.abs(g.phi_knots).max()) == 0.0
+    with pytest.raises(ValueError, match="beta_residual=True"):
+        im.UNetField(8, channels=(8,), beta_input=True, phi_knots=grid, key=jr.PRNGKey(0))
+    with pytest.raises(ValueError, match="beta_phi"):
+        im.ImageConfig.quick(beta_phi="curved")
 
 
 class _LinearField(eqx.Module):
@@ -160,6 +197,9 @@ class _LinearField(eqx.Module):
 
     def parts(self, x, t, cond=None, *, beta):
         return self.w @ x * t, self.v @ x + beta * self.u
+
+    def phi(self, beta):
+        return beta / 10.0
 
 
 def _stand_in(kw, ku):

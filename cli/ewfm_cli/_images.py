@@ -58,6 +58,12 @@ def train(
         help="Where beta enters: residual (u + beta/beta_max r; beta 0 is the unguided u) "
         "or input (the whole U-Net, Algorithm 6).",
     ),
+    beta_phi: str = typer.Option(
+        "linear",
+        "--beta-phi",
+        help="Residual net's scale phi(beta): linear (beta/beta_max) or energy (the exact "
+        "target's share of the mean-energy shift at beta).",
+    ),
     energy: str = typer.Option(
         "hue", "--energy", help="'hue' or 'module:function' (images [B,H,W,3] -> [B])."
     ),
@@ -81,6 +87,7 @@ def train(
         "beta_draw": beta_draw,
         "beta_zero": beta_zero,
         "beta_net": beta_net,
+        "beta_phi": beta_phi,
         "energy": energy,
         "seed": seed,
     }

@@ -13,8 +13,9 @@ so one run serves every ``beta in [0, beta_max]``; with a number they train at t
 How the training betas are drawn is ``beta_draw`` (see `BETA_DRAWS`), each draw being
 ``U[0, beta_max]`` except for a point mass ``beta_zero`` at beta 0. Where beta enters the
 network is ``beta_net`` (see `BETA_NETS`): by default a residual head,
-``u(x, t) + (beta / beta_max) r(x, t, beta)``, whose ``u`` is trained by plain flow matching on
-every image and ``r`` by the energy-weighted loss with ``u`` held fixed.
+``u(x, t) + phi(beta) r(x, t, beta)``, whose ``u`` is trained by plain flow matching on every
+image and ``r`` by the energy-weighted loss with ``u`` held fixed; ``phi`` is ``beta_phi``
+(see `BETA_PHIS`).
 """
 
 import dataclasses
@@ -67,6 +68,12 @@ BETA_NETS: dict[str, str] = {
     "trained by plain flow matching on every image, r by the weighted loss with u held fixed",
     "input": "beta embedded into the whole U-Net (Algorithm 6 as written)",
 }
+BETA_PHIS: dict[str, str] = {
+    "linear": "phi(beta) = beta / beta_max",
+    "energy": "phi(beta) = (m(0) - m(beta)) / (m(0) - m(beta_max)), m(beta) the exact target's "
+    "mean energy over the training set: the share of the energy shift reached at beta",
+}
+PHI_KNOTS = 65  # grid points of an "energy" phi on [0, beta_max], interpolated linearly
 _OT, _VP = OTPath(), VPPath()
 
 
@@ -89,6 +96,7 @@ class ImageConfig:
     beta_draw: str = "sample"  # how a beta-input run draws its training betas (BETA_DRAWS)
     beta_zero: float | None = None  # P(beta = 0 exactly); None: 0.25 ("input"), 0 ("residual")
     beta_net: str = "residual"  # where beta enters the network (BETA_NETS)
+    beta_phi: str = "linear"  # the residual head's scale phi(beta) (BETA_PHIS)
     beta_groups: int = 4  # betas per batch for beta_draw="groups"
     beta_scale: float = 1.0  # beta's Fourier features have scale beta_scale / beta_max
     n_data: int = 4096  # procedural images (shapes only)
@@ -97,7 +105,7 @@ class ImageConfig:
     steps: int = 600
     batch_size: int = 64
     learning_rate: float = 2e-3  # Adam, 50 warm-up steps, cosine-decayed to 10%
-    steps_per_call: int = 5  # gradient steps compiled into one straight-line epoch
+    steps_per_call: int = 2  # gradient steps compiled into one straight-line epoch (>= 2)
     n_bins: int = 12  # hue bins of 30 degrees (+ one achromatic class)
     cfg_dropout: float = 0.2
     sample_steps: int = 10  # midpoint (OT, 20 evaluations) or DPM-Solver-2M (VP)
@@ -117,6 +125,7 @@ class ImageConfig:
             raise ValueError(f"beta must be a finite number >= 0, got {self.beta}.")
         check_choice(self.beta_draw, BETA_DRAWS, "beta_draw")
         check_choice(self.beta_net, BETA_NETS, "beta_net")
+        check_choice(self.beta_phi, BETA_PHIS, "beta_phi")
         if self.beta_zero is None:
             object.__setattr__(self, "beta_zero", 0.0 if self.beta_net == "residual" else 0.25)
         assert self.beta_zero is not None
@@ -192,6 +201,7 @@ class ImageConfig:
         kw = {k: v for k, v in d.items() if k in known}
         kw["channels"] = tuple(kw.get("channels", cls.channels))  # JSON has lists
         kw.setdefault("beta_net", "input")  # runs written before beta_net existed
+        kw.setdefault("beta_phi", "linear")  # runs written before beta_phi existed
         for k in (
             "target_hue",
             "beta_max",
@@ -294,8 +304,27 @@ def to_images(x: Array, size: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- training
 
 
-def init_net(cfg: ImageConfig, key: PRNGKeyArray) -> UNetField:
-    """The untrained U-Net of a run (also the structure its checkpoint is read into)."""
+def energy_phi(energy: Any, beta_max: float, knots: int = PHI_KNOTS) -> np.ndarray:
+    """``phi`` of ``beta_phi="energy"`` on ``linspace(0, beta_max, knots)``: the share of the
+    exact target's mean-energy shift reached at each beta,
+    ``(m(0) - m(beta)) / (m(0) - m(beta_max))`` with ``m(beta) = sum_i softmax(-beta E)_i E_i``.
+
+    ``m`` decreases (its derivative is ``-Var_beta(E)``), so ``phi`` rises from 0 to 1; near 0
+    it is linear in beta, like the guided field's departure from the unguided one. Energies
+    that are all equal give ``beta / beta_max``.
+    """
+    e = np.asarray(energy, np.float64)
+    grid = np.linspace(0.0, beta_max, knots)
+    logits = -grid[:, None] * (e - e.min())[None, :]
+    w = np.exp(logits - logits.max(axis=1, keepdims=True))
+    m = (w * e).sum(axis=1) / w.sum(axis=1)
+    span = m[0] - m[-1]
+    if not span > 1e-12 * max(1.0, abs(m[0])):
+        return (grid / beta_max).astype(np.float32)
+    return np.clip((m[0] - m) / span, 0.0, 1.0).astype(np.float32)
+
+
+def _build_net(cfg: ImageConfig, key: PRNGKeyArray, phi_knots: Any = None) -> UNetField:
     return UNetField(
         cfg.size,
         channels=cfg.channels,
@@ -304,8 +333,42 @@ def init_net(cfg: ImageConfig, key: PRNGKeyArray) -> UNetField:
         beta_max=cfg.beta_max,
         beta_scale=cfg.beta_scale,
         beta_residual=cfg.beta_residual,
+        phi_knots=phi_knots,
         key=key,
     )
+
+
+def _uses_knots(cfg: ImageConfig) -> bool:
+    return cfg.beta_residual and cfg.beta_phi == "energy"
+
+
+def init_net(cfg: ImageConfig, key: PRNGKeyArray, energy: Any = None) -> UNetField:
+    """The untrained U-Net of a run; ``energy`` (the training set's energies) fixes the
+    residual head's scale when ``cfg.beta_phi == "energy"`` (`energy_phi`).
+
+    Built as one XLA program compiled at backend optimisation level 0: built eagerly, each
+    of its few dozen random draws of a new shape compiles on its own (17 s on a 2-core CPU,
+    as long as the quick run's first 100 steps); this way about 7 s. The values are those
+    of the eager build up to float rounding (the same random bits).
+    """
+    knots = None
+    if _uses_knots(cfg):
+        if energy is None:
+            raise ValueError('beta_phi="energy" needs the training energies (energy=...).')
+        knots = energy_phi(energy, cfg.beta_max)
+    shape = eqx.filter_eval_shape(_build_net, cfg, key, knots)
+    arrays = jax.jit(
+        lambda k, kn: eqx.filter(_build_net(cfg, k, kn), eqx.is_array),
+        compiler_options={"xla_backend_optimization_level": 0},
+    )(key, knots)
+    return eqx.combine(arrays, eqx.filter(shape, eqx.is_array, inverse=True))
+
+
+def net_structure(cfg: ImageConfig) -> UNetField:
+    """The run's U-Net with `jax.ShapeDtypeStruct` leaves: what a checkpoint is read into,
+    without computing an initialisation that would be overwritten."""
+    knots = np.zeros(PHI_KNOTS, np.float32) if _uses_knots(cfg) else None
+    return eqx.filter_eval_shape(_build_net, cfg, jr.PRNGKey(0), knots)
 
 
 def _draw_betas(cfg: ImageConfig, key: PRNGKeyArray, n: int) -> Array:
@@ -410,12 +473,12 @@ def _residual_loss(cfg: ImageConfig, energy: Any) -> Callable[[Any, dict, PRNGKe
 
     ``L_u = mean ||u - target||^2`` (plain flow matching / denoising on every image: ``u``
     becomes the unguided field) and ``L_r = mean w_i ||sg(u) + phi(beta_i) r - target||^2``
-    with ``phi(beta) = beta / beta_max`` and the weights of ``cfg.beta_draw`` (``sg``: stop
-    gradient). For every beta > 0 the minimiser of ``L_r`` is ``u + phi r = `` the guided
+    with the model's ``phi`` (`UNetField.phi`) and the weights of ``cfg.beta_draw`` (``sg``:
+    stop gradient). For every beta > 0 the minimiser of ``L_r`` is ``u + phi r = `` the guided
     field. The loss never weights ``u`` itself; in the U-Net the head reads the shared
     trunk's features, so ``L_r`` still reaches ``u`` through the trunk.
     """
-    path, b_max, draw = cfg.path, cfg.beta_max, cfg.beta_draw
+    path, draw = cfg.path, cfg.beta_draw
     goal_name = "eps" if cfg.method == "ed" else "velocity"
     all_e = None if energy is None else jnp.asarray(energy, jnp.float32)
 
@@ -443,7 +506,7 @@ def _residual_loss(cfg: ImageConfig, energy: Any) -> Callable[[Any, dict, PRNGKe
         u, r = jax.vmap(lambda x, s, bi: model.parts(x, s, beta=bi))(ps.x_t, t, b)
         goal = ps.eps if goal_name == "eps" else ps.velocity
         loss_u = jnp.mean(jnp.sum((u - goal) ** 2, axis=1))
-        guided = jax.lax.stop_gradient(u) + (b / b_max)[:, None] * r
+        guided = jax.lax.stop_gradient(u) + model.phi(b)[:, None] * r
         loss_r = jnp.mean(w * jnp.sum((guided - goal) ** 2, axis=1))
         return loss_u + loss_r
 
@@ -479,7 +542,7 @@ def train(
     ts = training_set(cfg) if data is None else data
     key = jr.PRNGKey(cfg.seed)
     kinit, ktrain = jr.split(key)
-    net = init_net(cfg, kinit)
+    net = init_net(cfg, kinit, ts.energy)
     epochs = math.ceil(cfg.steps / cfg.steps_per_call)
     total = epochs * cfg.steps_per_call
     schedule = optax.warmup_cosine_decay_schedule(
@@ -545,7 +608,7 @@ def load_run(out: str | Path) -> ImageRun:
             "create one with `ewfm images train --out DIR`."
         )
     cfg = ImageConfig.from_json(json.loads((out / "config.json").read_text()))
-    net, _ = load_checkpoint(out / "model.eqx", init_net(cfg, jr.PRNGKey(0)))
+    net, _ = load_checkpoint(out / "model.eqx", net_structure(cfg))
     metrics = (
         json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").is_file() else {}
     )

@@ -9,9 +9,11 @@ optional condition (a one-hot hue class for classifier-free guidance, zeros = th
 token) are embedded together and added in every residual block.
 
 With ``beta_residual=True`` beta does not enter the U-Net: the field is
-``u(x, t) + (beta / beta_max) * r(x, t, beta)``, where ``u`` is the U-Net's own output and
-``r`` is a small head (one residual block and an output convolution) on the U-Net's last
-features that alone sees beta. At ``beta = 0`` the field *is* the unconditional ``u``.
+``u(x, t) + phi(beta) * r(x, t, beta)``, where ``u`` is the U-Net's own output and ``r`` is a
+small head (one residual block and an output convolution) on the U-Net's last features that
+alone sees beta; ``phi(beta) = beta / beta_max``, or a fixed increasing curve from 0 to 1
+given by its values on a uniform beta grid (``phi_knots``). At ``beta = 0`` the field *is*
+the unconditional ``u``.
 """
 
 import equinox as eqx
@@ -69,8 +71,11 @@ class UNetField(eqx.Module):
     zeros meaning "no condition"); ``beta_input=True`` adds ``beta`` as an input, embedded with
     random Fourier features of scale ``beta_scale / beta_max`` (about ``beta_scale`` periods
     over ``[0, beta_max]``). ``beta_residual=True`` (with ``beta_input``) routes beta into a
-    residual head instead: ``u(x, t) + (beta / beta_max) r(x, t, beta)`` (`parts` returns
-    ``(u, r)``), so beta 0 is exactly the unconditional field ``u``.
+    residual head instead: ``u(x, t) + phi(beta) r(x, t, beta)`` (`parts` returns ``(u, r)``,
+    `phi` the scale), so beta 0 is exactly the unconditional field ``u``. ``phi_knots``
+    (residual only) are ``phi``'s values on ``linspace(0, beta_max, len(phi_knots))``,
+    increasing from 0 to 1; without them ``phi(beta) = beta / beta_max``. They are a fixed
+    part of the field, never trained (`phi` stops their gradient).
     """
 
     t_embed: FourierTimeEmbedding
@@ -79,6 +84,7 @@ class UNetField(eqx.Module):
     head: _ResBlock | None
     head_norm: eqx.nn.GroupNorm | None
     head_out: eqx.nn.Conv2d | None
+    phi_knots: Float[Array, " knots"] | None
     cond_in: eqx.nn.Linear | None
     emb_mlp: eqx.nn.MLP
     conv_in: eqx.nn.Conv2d
@@ -103,6 +109,7 @@ class UNetField(eqx.Module):
         beta_max: float = 10.0,
         beta_scale: float = 1.0,
         beta_residual: bool = False,
+        phi_knots: ArrayLike | None = None,
         emb_dim: int = 64,
         time_dim: int = 32,
         time_scale: float = 16.0,
@@ -115,6 +122,8 @@ class UNetField(eqx.Module):
             )
         if beta_residual and not beta_input:
             raise ValueError("beta_residual=True needs beta_input=True.")
+        if phi_knots is not None and not beta_residual:
+            raise ValueError("phi_knots scale the residual head: they need beta_residual=True.")
         keys = iter(jr.split(key, 8 + 4 * levels))
         self.t_embed = FourierTimeEmbedding(time_dim, time_scale, key=next(keys))
         self.beta_embed = (
@@ -160,8 +169,10 @@ class UNetField(eqx.Module):
             self.head = _ResBlock(c0, c0, emb_dim, key=kh[1])
             self.head_norm = eqx.nn.GroupNorm(_groups(c0), c0)
             self.head_out = _zero_conv(c0, kh[2])
+            self.phi_knots = None if phi_knots is None else jnp.asarray(phi_knots, jnp.float32)
         else:
             self.head_mlp = self.head = self.head_norm = self.head_out = None
+            self.phi_knots = None
 
     def parts(
         self,
@@ -172,7 +183,7 @@ class UNetField(eqx.Module):
         beta: Float[ArrayLike, ""] | None = None,
     ) -> tuple[Float[Array, "..."], Float[Array, "..."] | None]:
         """``(u, r)``: the U-Net output and, for a residual-beta net, the beta head's output
-        (``None`` otherwise); the field is ``u + (beta / beta_max) r``. One trunk pass."""
+        (``None`` otherwise); the field is ``u + phi(beta) r``. One trunk pass."""
         s = self.size
         if x.shape not in ((s * s * 3,), (s, s, 3)):
             raise ValueError(
@@ -215,6 +226,15 @@ class UNetField(eqx.Module):
         r = self.head_out(jax.nn.silu(self.head_norm(self.head(h, eb))))
         return u, jnp.transpose(r, (1, 2, 0)).reshape(x.shape)
 
+    def phi(self, beta: Float[ArrayLike, "*b"]) -> Float[Array, "*b"]:
+        """The residual head's scale at ``beta``: ``beta / beta_max``, or the knots
+        interpolated linearly (and held fixed: no gradient reaches them)."""
+        b = jnp.asarray(beta, jnp.float32)
+        if self.phi_knots is None:
+            return b / self.beta_max
+        grid = jnp.linspace(0.0, self.beta_max, self.phi_knots.shape[0])
+        return jnp.interp(b, grid, jax.lax.stop_gradient(self.phi_knots))
+
     def __call__(
         self,
         x: Float[Array, "..."],
@@ -226,4 +246,4 @@ class UNetField(eqx.Module):
         u, r = self.parts(x, t, cond, beta=beta)
         if r is None:
             return u
-        return u + (jnp.asarray(beta) / self.beta_max) * r
+        return u + self.phi(beta) * r
