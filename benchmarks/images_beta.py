@@ -9,8 +9,8 @@ matches the data at beta 0 gives ``|z0| < 3`` (the behavioural test's criterion)
 Merges one record per ``--name`` into ``benchmarks/results/images_beta.json``; prints it.
 
     python benchmarks/images_beta.py --name sample --beta-draw sample [--beta-zero 0.25]
-        [--beta-net residual|input] [--beta-phi linear|energy] [--method efm] [--steps 600]
-        [--n 256] [--run-dir runs/images/NAME]
+        [--beta-net residual|input] [--beta-phi linear|energy] [--method efm|ed]
+        [--ed-param v|eps] [--steps 600] [--n 256] [--run-dir runs/images/NAME]
     python benchmarks/images_beta.py --name unguided --fixed-beta 0   # the plain CFM model
     python benchmarks/images_beta.py --name batch-old --score runs/images/shapes-efm
 """
@@ -38,6 +38,7 @@ def main() -> None:
     )
     ap.add_argument("--beta-net", default="residual", choices=list(im.BETA_NETS))
     ap.add_argument("--beta-phi", default="linear", choices=list(im.BETA_PHIS))
+    ap.add_argument("--ed-param", default="v", choices=list(im.ED_PARAMS))
     ap.add_argument("--beta-groups", type=int, default=4)
     ap.add_argument("--beta-scale", type=float, default=1.0)
     ap.add_argument("--method", default="efm", choices=["efm", "ed"])
@@ -66,6 +67,7 @@ def main() -> None:
             beta_zero=args.beta_zero,
             beta_net=args.beta_net,
             beta_phi=args.beta_phi,
+            ed_param=args.ed_param,
             beta_groups=args.beta_groups,
             beta_scale=args.beta_scale,
         )

@@ -207,6 +207,27 @@ def _stand_in(kw, ku):
     return _LinearField(jr.normal(kw, (12, 12)) / 4, jr.normal(ku, (12,)), v)
 
 
+def test_eps_from_v_recovers_the_noise_from_the_true_v():
+    # x_t = alpha x0 + sigma eps and v = alpha eps - sigma x0 on the VP path: a net that
+    # returns the true v makes EpsFromV return the true eps exactly (alpha^2 + sigma^2 = 1)
+    path = ewfm.VPPath()
+    x0, eps = jr.normal(jr.PRNGKey(0), (12,)), jr.normal(jr.PRNGKey(1), (12,))
+    for t in (0.001, 0.3, 1.0):
+        a, s = path.alpha(t), path.sigma(t)
+        x_t, v = a * x0 + s * eps, a * eps - s * x0
+        net = _LinearField(jnp.zeros((12, 12)), v / 2.0, jnp.zeros((12, 12)))
+        field = im.EpsFromV(net, path)
+        np.testing.assert_allclose(field(x_t, t, beta=2.0), eps, rtol=1e-5, atol=1e-5)
+        # the residual parts in noise units: (sigma x + alpha u_v, alpha r_v)
+        u, r = field.parts(x_t, t, beta=2.0)
+        np.testing.assert_allclose(u, s * x_t, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(r, a * v, rtol=1e-6, atol=1e-6)
+    assert im.ImageConfig.quick(method="ed").ed_param == "v"
+    old = im.ImageConfig.quick(method="ed").to_json()
+    del old["ed_param"]  # a run written before the option: it predicted eps directly
+    assert im.ImageConfig.from_json(old).ed_param == "eps"
+
+
 def test_beta_draws_point_mass_and_exact_normaliser():
     k = jr.split(jr.PRNGKey(0), 5)
     model = _stand_in(k[0], k[1])

@@ -64,6 +64,11 @@ def train(
         help="Residual net's scale phi(beta): linear (beta/beta_max) or energy (the exact "
         "target's share of the mean-energy shift at beta).",
     ),
+    ed_param: str = typer.Option(
+        "v",
+        "--ed-param",
+        help="What an ed run's U-Net predicts: v (eps = sigma x + alpha v) or eps.",
+    ),
     energy: str = typer.Option(
         "hue", "--energy", help="'hue' or 'module:function' (images [B,H,W,3] -> [B])."
     ),
@@ -88,6 +93,7 @@ def train(
         "beta_zero": beta_zero,
         "beta_net": beta_net,
         "beta_phi": beta_phi,
+        "ed_param": ed_param,
         "energy": energy,
         "seed": seed,
     }
