@@ -125,10 +125,19 @@ def _nonzero_outputs(net):
 
 def test_unet_field_takes_flat_or_image_inputs():
     net = _nonzero_outputs(im.UNetField(8, channels=(8, 16), beta_input=True, key=jr.PRNGKey(0)))
-    kw = dict(channels=(8, 16), beta_input=True, beta_residual=True, key=jr.PRNGKey(0))
-    res = _nonzero_outputs(im.UNetField(8, **kw))
-    knots = np.sqrt(np.linspace(0.0, 1.0, 11))  # phi on the beta grid 0, 1, ..., 10
-    curved = _nonzero_outputs(im.UNetField(8, phi_knots=knots, **kw))  # same u and r as res
+
+    def residual(knots=None):  # the same key: the same u and r whatever the knots
+        return im.UNetField(
+            8,
+            channels=(8, 16),
+            beta_input=True,
+            beta_residual=True,
+            phi_knots=knots,
+            key=jr.PRNGKey(0),
+        )
+
+    res = _nonzero_outputs(residual())
+    curved = _nonzero_outputs(residual(np.sqrt(np.linspace(0.0, 1.0, 11))))  # beta 0, 1, .., 10
     x = jr.normal(jr.PRNGKey(1), (8, 8, 3))
 
     def both(f, g, h, y):  # one compilation for every call below
@@ -220,6 +229,7 @@ def test_eps_from_v_recovers_the_noise_from_the_true_v():
         np.testing.assert_allclose(field(x_t, t, beta=2.0), eps, rtol=1e-5, atol=1e-5)
         # the residual parts in noise units: (sigma x + alpha u_v, alpha r_v)
         u, r = field.parts(x_t, t, beta=2.0)
+        assert r is not None
         np.testing.assert_allclose(u, s * x_t, rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(r, a * v, rtol=1e-6, atol=1e-6)
     assert im.ImageConfig.quick(method="ed").ed_param == "v"

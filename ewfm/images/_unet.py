@@ -244,6 +244,6 @@ class UNetField(eqx.Module):
         beta: Float[ArrayLike, ""] | None = None,
     ) -> Float[Array, "..."]:
         u, r = self.parts(x, t, cond, beta=beta)
-        if r is None:
+        if r is None or beta is None:
             return u
         return u + self.phi(beta) * r
