@@ -404,8 +404,7 @@ class EpsFromV(eqx.Module):
         *,
         beta: Float[ArrayLike, ""] | None = None,
     ) -> Float[Array, "..."]:
-        kw = {} if beta is None else {"beta": beta}
-        return self.path.sigma(t) * x + self.path.alpha(t) * self.net(x, t, cond, **kw)
+        return self.path.sigma(t) * x + self.path.alpha(t) * self.net(x, t, cond, beta=beta)
 
     def parts(
         self,
