@@ -9,7 +9,7 @@ matches the data at beta 0 gives ``|z0| < 3`` (the behavioural test's criterion)
 Merges one record per ``--name`` into ``benchmarks/results/images_beta.json``; prints it.
 
     python benchmarks/images_beta.py --name sample --beta-draw sample [--beta-zero 0.25]
-        [--beta-net residual|input] [--beta-phi linear|energy] [--method efm|ed]
+        [--beta-net residual|input] [--beta-phi linear|energy] [--method efm|ed|cep]
         [--ed-param v|eps] [--steps 600] [--n 256] [--run-dir runs/images/NAME]
     python benchmarks/images_beta.py --name unguided --fixed-beta 0   # the plain CFM model
     python benchmarks/images_beta.py --name batch-old --score runs/images/shapes-efm
@@ -41,7 +41,7 @@ def main() -> None:
     ap.add_argument("--ed-param", default="v", choices=list(im.ED_PARAMS))
     ap.add_argument("--beta-groups", type=int, default=4)
     ap.add_argument("--beta-scale", type=float, default=1.0)
-    ap.add_argument("--method", default="efm", choices=["efm", "ed"])
+    ap.add_argument("--method", default="efm", choices=["efm", "ed", "cep"])
     ap.add_argument(
         "--fixed-beta", type=float, default=None, help="train at this beta (0: the unguided model)"
     )

@@ -238,6 +238,28 @@ def test_eps_from_v_recovers_the_noise_from_the_true_v():
     assert im.ImageConfig.from_json(old).ed_param == "eps"
 
 
+def test_cep_guidance_is_the_energy_gradient_and_vanishes_at_beta_zero():
+    cfg = im.ImageConfig.quick(method="cep", size=8, channels=(8,))
+    nets = _nonzero_outputs(im.init_net(cfg, jr.PRNGKey(0)))
+    run = im.ImageRun(cfg, nets, {})
+    x = jr.normal(jr.PRNGKey(1), (8 * 8 * 3,))
+    path, t = ewfm.VPPath(), 0.4
+    unguided = im.EpsFromV(nets.field, path)(x, t)
+    # beta 0: f = 0 exactly, so the guided field is the unguided noise prediction
+    assert float(nets.f(x, t, 0.0)) == 0.0
+    np.testing.assert_allclose(im.guided_field(run, 0.0)(x, t), unguided, atol=1e-6)
+    # beta 6: score + grad f, i.e. eps - sigma_t grad_x f (eps = -sigma score)
+    grad = jax.grad(lambda y: nets.f(y, t, 6.0))(x)
+    assert float(jnp.abs(grad).max()) > 0
+    np.testing.assert_allclose(
+        im.guided_field(run, 6.0)(x, t), unguided - path.sigma(t) * grad, rtol=1e-4, atol=1e-5
+    )
+    with pytest.raises(ValueError, match="omit beta"):
+        im.ImageConfig.quick(method="cep", beta=1.0)
+    with pytest.raises(ValueError, match="cep_group"):
+        im.ImageConfig.quick(method="cep", cep_group=24)
+
+
 def test_beta_draws_point_mass_and_exact_normaliser():
     k = jr.split(jr.PRNGKey(0), 5)
     model = _stand_in(k[0], k[1])

@@ -32,7 +32,9 @@ def train(
     target_hue: float = typer.Option(
         240.0, "--target-hue", help="Target hue in degrees [0, 360): 0 red, 120 green, 240 blue."
     ),
-    method: str = typer.Option("efm", "--method", help="efm (OT path), ed (VP path) or cfg."),
+    method: str = typer.Option(
+        "efm", "--method", help="efm (OT path), ed (VP path), cfg or cep (baselines)."
+    ),
     out: Path = typer.Option(..., "--out", help="Run directory (config, model, metrics)."),
     size: int | None = typer.Option(
         None, "--size", help="Image size (default 16 for shapes and --quick, 32 for twemoji)."

@@ -37,6 +37,7 @@ from ._experiment import (
     METHOD_DOCS as METHOD_DOCS,
     METHODS as METHODS,
     PHI_KNOTS as PHI_KNOTS,
+    CEPNets as CEPNets,
     EpsFromV as EpsFromV,
     ImageConfig as ImageConfig,
     ImageRun as ImageRun,

@@ -7,6 +7,12 @@ Methods (all on the same `UNetField`, trained through `ewfm.fit`, sampled with `
   by default (``ed_param="v"``) the U-Net predicts ``v = alpha eps - sigma x0`` and the
   field's noise prediction is ``sigma x + alpha v`` (`EpsFromV`): the same loss and minimiser,
   but the near-identity map ``eps ~ x`` at high noise is exact instead of learnt.
+- ``cep``: gradient-guidance baseline (QGPO/CEP), on the VP path as in QGPO: the unguided
+  noise prediction (`EpsFromV` around a `UNetField`) trained by plain denoising, plus an
+  energy network ``f(x_t, t, beta) = (beta / beta_max) g(x_t, t, beta)`` trained by
+  `ewfm.cep_loss` on groups of ``cep_group`` images (one beta per group), so that ``f ~
+  -E_t``, the intermediate energy of ``pi_beta``; sampling adds ``grad_x f`` to the score
+  (`ewfm.EnergyGuidedField`): one backward pass per evaluation, the cost EFM avoids.
 - ``cfg``: classifier-free guidance baseline: flow matching conditioned on the hue class of
   each training image (one-hot; zeros, the null token, with probability ``cfg_dropout``),
   sampled with `ewfm.CFGField` at scale ``w`` towards the class of the target hue.
@@ -41,9 +47,10 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from .._choice import check_choice
 from .._io import write_text_atomic
-from .._losses import cfm_loss, ed_loss, efm_loss
+from .._losses import cep_loss, cfm_loss, denoising_loss, ed_loss, efm_loss
+from .._nets import EnergyNet
 from .._paths import AbstractPath, OTPath, VPPath
-from .._sample import CFGField, sample
+from .._sample import CFGField, EnergyGuidedField, sample
 from .._train import fit, load_checkpoint, save_checkpoint
 from .._weights import energy_weights
 from ._data import ImageSet, check_dataset, load_dataset, make_shapes
@@ -51,11 +58,14 @@ from ._energy import check_target_hue, evaluate_energy, hue_energy, mean_hue
 from ._target import hue_class, n_classes
 from ._unet import UNetField
 
-METHODS: tuple[str, ...] = ("efm", "ed", "cfg")
+METHODS: tuple[str, ...] = ("efm", "ed", "cfg", "cep")
 METHOD_DOCS: dict[str, str] = {
     "efm": "energy-weighted flow matching, OT path (beta as an input unless --beta is fixed)",
     "ed": "energy-weighted diffusion, VP path, noise prediction (Algorithm 1)",
     "cfg": "classifier-free guidance on hue classes (baseline), OT path",
+    "cep": "gradient guidance (baseline, QGPO's contrastive energy prediction), VP path: an "
+    "unguided diffusion model plus an energy net f(x_t, t, beta) whose gradient is added when "
+    "sampling",
 }
 BETA_DRAWS: dict[str, str] = {
     "batch": "one beta per batch, weights softmax-normalised in the batch (Algorithm 6 as written)",
@@ -106,6 +116,7 @@ class ImageConfig:
     beta_net: str = "residual"  # where beta enters the network (BETA_NETS)
     beta_phi: str = "linear"  # the residual head's scale phi(beta) (BETA_PHIS)
     ed_param: str = "v"  # what an ed run's U-Net predicts (ED_PARAMS)
+    cep_group: int = 16  # images per contrastive group of a cep run (divides batch_size)
     beta_groups: int = 4  # betas per batch for beta_draw="groups"
     beta_scale: float = 1.0  # beta's Fourier features have scale beta_scale / beta_max
     n_data: int = 4096  # procedural images (shapes only)
@@ -136,6 +147,17 @@ class ImageConfig:
         check_choice(self.beta_net, BETA_NETS, "beta_net")
         check_choice(self.beta_phi, BETA_PHIS, "beta_phi")
         check_choice(self.ed_param, ED_PARAMS, "ed_param")
+        if self.method == "cep":
+            if self.beta is not None:
+                raise ValueError(
+                    "cep trains its energy net for every beta in [0, beta_max]: omit beta "
+                    "(--beta) for method cep."
+                )
+            if self.cep_group < 2 or self.batch_size % self.cep_group:
+                raise ValueError(
+                    f"cep_group must be >= 2 and divide batch_size {self.batch_size}, "
+                    f"got {self.cep_group}."
+                )
         if self.beta_zero is None:
             object.__setattr__(self, "beta_zero", 0.0 if self.beta_net == "residual" else 0.25)
         assert self.beta_zero is not None
@@ -189,16 +211,16 @@ class ImageConfig:
     @property
     def beta_input(self) -> bool:
         """Whether beta is a network input (Algorithm 6)."""
-        return self.method in ("efm", "ed") and self.beta is None
+        return self.method in ("efm", "ed", "cep") and self.beta is None
 
     @property
     def beta_residual(self) -> bool:
         """Whether beta enters through the residual head (see `BETA_NETS`)."""
-        return self.beta_input and self.beta_net == "residual"
+        return self.method != "cep" and self.beta_input and self.beta_net == "residual"
 
     @property
     def path(self) -> AbstractPath:
-        return _VP if self.method == "ed" else _OT
+        return _VP if self.method in ("ed", "cep") else _OT
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -335,7 +357,41 @@ def energy_phi(energy: Any, beta_max: float, knots: int = PHI_KNOTS) -> np.ndarr
     return np.clip((m[0] - m) / span, 0.0, 1.0).astype(np.float32)
 
 
-def _build_net(cfg: ImageConfig, key: PRNGKeyArray, phi_knots: Any = None) -> UNetField:
+class CEPNets(eqx.Module):
+    """A ``cep`` run's two networks: the unguided ``field`` (a `UNetField` predicting ``v`` on
+    the VP path; `EpsFromV` turns it into a noise prediction) and ``energy``, an
+    `ewfm.EnergyNet` ``g(x_t, t, beta / beta_max)``; the guidance energy is
+    ``f = (beta / beta_max) g``, exactly 0 at beta 0, so beta 0 samples the unguided field.
+    """
+
+    field: UNetField
+    energy: EnergyNet
+    beta_max: float = eqx.field(static=True)
+
+    def f(
+        self, x: Float[Array, " dim"], t: Float[ArrayLike, ""], beta: Float[ArrayLike, ""]
+    ) -> Float[Array, ""]:
+        """``f(x_t, t, beta) ~ -E_t``, the intermediate energy of ``pi_beta`` (up to a constant)."""
+        b = jnp.asarray(beta, jnp.float32) / self.beta_max
+        return b * self.energy(x, t, b[None])
+
+
+class _EnergyAtBeta(eqx.Module):
+    """``f(x, t, beta)`` at one beta with `ewfm.EnergyGuidedField`'s signature."""
+
+    nets: CEPNets
+    beta: Float[Array, ""]
+
+    def __call__(self, x: Array, t: ArrayLike, cond: Array | None = None) -> Array:
+        return self.nets.f(x, t, self.beta)
+
+
+def _build_net(cfg: ImageConfig, key: PRNGKeyArray, phi_knots: Any = None) -> Any:
+    if cfg.method == "cep":
+        kf, ke = jr.split(key)
+        field = UNetField(cfg.size, channels=cfg.channels, key=kf)
+        energy = EnergyNet(cfg.size * cfg.size * 3, cond_dim=1, key=ke)
+        return CEPNets(field, energy, float(cfg.beta_max))
     return UNetField(
         cfg.size,
         channels=cfg.channels,
@@ -353,7 +409,7 @@ def _uses_knots(cfg: ImageConfig) -> bool:
     return cfg.beta_residual and cfg.beta_phi == "energy"
 
 
-def init_net(cfg: ImageConfig, key: PRNGKeyArray, energy: Any = None) -> UNetField:
+def init_net(cfg: ImageConfig, key: PRNGKeyArray, energy: Any = None) -> Any:
     """The untrained U-Net of a run; ``energy`` (the training set's energies) fixes the
     residual head's scale when ``cfg.beta_phi == "energy"`` (`energy_phi`).
 
@@ -375,7 +431,7 @@ def init_net(cfg: ImageConfig, key: PRNGKeyArray, energy: Any = None) -> UNetFie
     return eqx.combine(arrays, eqx.filter(shape, eqx.is_array, inverse=True))
 
 
-def net_structure(cfg: ImageConfig) -> UNetField:
+def net_structure(cfg: ImageConfig) -> Any:
     """The run's U-Net with `jax.ShapeDtypeStruct` leaves: what a checkpoint is read into,
     without computing an initialisation that would be overwritten."""
     knots = np.zeros(PHI_KNOTS, np.float32) if _uses_knots(cfg) else None
@@ -463,6 +519,8 @@ def _loss_of_field(
     path = cfg.path
     weighted = efm_loss if cfg.method == "efm" else ed_loss
 
+    if cfg.method == "cep":
+        return _cep_loss(cfg)
     if cfg.method == "cfg":
         dropout = cfg.cfg_dropout
 
@@ -534,6 +592,29 @@ def _loss_of_field(
     return sample_loss
 
 
+def _cep_loss(cfg: ImageConfig) -> Callable[[Any, dict, PRNGKeyArray], Array]:
+    """``cfm_loss`` of the unguided field plus `ewfm.cep_loss` of the energy net: the batch is
+    cut into groups of ``cep_group`` images, each group with its own beta ``U[0, beta_max]``
+    (given to the net, and the temperature of its contrastive target)."""
+    path, m = cfg.path, cfg.cep_group
+
+    def loss(model: CEPNets, batch, key):
+        kf, kb, kc = jr.split(key, 3)
+        x, e = batch["x"], batch["energy"]
+        g = x.shape[0] // m
+        betas = _draw_betas(cfg, kb, g)
+
+        def group(xg, eg, b, k):
+            f = lambda y, t, c: model.f(y, t, b)
+            return cep_loss(f, path, xg[None], eg[None], b, k)
+
+        contrastive = jax.vmap(group)(x.reshape(g, m, -1), e.reshape(g, m), betas, jr.split(kc, g))
+        field = EpsFromV(model.field, _VP)  # the unguided noise prediction (see `EpsFromV`)
+        return denoising_loss(field, path, x, kf) + jnp.mean(contrastive)
+
+    return loss
+
+
 def _log_z(b: Array, all_e: Array) -> Array:
     """``log Z(beta) = log mean_i exp(-beta E_i)`` over the training set, per beta."""
     return jax.nn.logsumexp(-b[:, None] * all_e[None, :], axis=1) - math.log(all_e.shape[0])
@@ -594,7 +675,7 @@ class ImageRun:
     """A trained run: its config, its EMA network and what training recorded."""
 
     cfg: ImageConfig
-    net: UNetField
+    net: "UNetField | CEPNets"
     info: dict[str, Any]
 
 
@@ -714,13 +795,17 @@ def check_sampling_beta(cfg: ImageConfig, beta: float | None) -> float | None:
 
 
 def guided_field(run: ImageRun, beta: float | None = None, scale: float | None = None) -> Any:
-    """The field to sample: the net at ``beta`` (efm/ed) or CFG at ``scale`` (cfg)."""
-    cfg = run.cfg
+    """The field to sample: the net at ``beta`` (efm/ed), CFG at ``scale`` (cfg), or the
+    unguided noise prediction plus the energy net's gradient at ``beta`` (cep)."""
+    cfg, net = run.cfg, run.net
+    b = check_sampling_beta(cfg, beta)
+    if isinstance(net, CEPNets):
+        energy = _EnergyAtBeta(net, jnp.asarray(b, jnp.float32))
+        return EnergyGuidedField(EpsFromV(net.field, _VP), energy, _VP, 1.0, "eps")
     if cfg.method == "cfg":
         w = 1.0 if scale is None else scale
-        return CFGField(run.net, jnp.asarray(w, jnp.float32), jnp.zeros(n_classes(cfg.n_bins)))
-    b = check_sampling_beta(cfg, beta)
-    field = _as_field(cfg, run.net)
+        return CFGField(net, jnp.asarray(w, jnp.float32), jnp.zeros(n_classes(cfg.n_bins)))
+    field = _as_field(cfg, net)
     if cfg.beta_input:
         return eqx.Partial(field, beta=jnp.asarray(b, jnp.float32))
     return field
@@ -758,7 +843,8 @@ def generate(
     cfg = run.cfg
     field = guided_field(run, beta, scale)
     dim = cfg.size * cfg.size * 3
-    solver, pred = ("dpm2", "eps") if cfg.method == "ed" else ("midpoint", "velocity")
+    vp = cfg.method in ("ed", "cep")
+    solver, pred = ("dpm2", "eps") if vp else ("midpoint", "velocity")
     cond = None
     if cfg.method == "cfg":
         cond = jnp.zeros((chunk, n_classes(cfg.n_bins))).at[:, target_class(cfg)].set(1.0)
