@@ -47,7 +47,7 @@ def main() -> None:
             {
                 "run": path,
                 "method": run.cfg.method,
-                "solver": "dpm2" if run.cfg.method in ("ed", "cep") else "midpoint",
+                "solver": run.cfg.sampler[0],
                 "steps": run.cfg.sample_steps,
                 "median_s": med,
                 "all_s": ts,

@@ -222,6 +222,12 @@ class ImageConfig:
     def path(self) -> AbstractPath:
         return _VP if self.method in ("ed", "cep") else _OT
 
+    @property
+    def sampler(self) -> tuple[str, str]:
+        """``(solver, prediction)`` of `ewfm.sample`: DPM-Solver-2M on noise predictions on
+        the VP path, the midpoint rule on velocities on the OT path."""
+        return ("dpm2", "eps") if isinstance(self.path, VPPath) else ("midpoint", "velocity")
+
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["channels"] = list(self.channels)
@@ -481,10 +487,13 @@ class EpsFromV(eqx.Module):
 
 
 def _as_field(cfg: ImageConfig, net: Any) -> Any:
-    """The run's field for the loss and the sampler: ``net``, or `EpsFromV` around it."""
+    """The run's (unguided, for ``cep``) field for the loss and the sampler: ``net``, or
+    `EpsFromV` around the U-Net where it predicts ``v`` (``ed`` with ``ed_param="v"``, and
+    ``cep``'s ``net.field``)."""
+    if isinstance(net, CEPNets):
+        return EpsFromV(net.field, _VP)
     if cfg.method == "ed" and cfg.ed_param == "v":
-        assert isinstance(cfg.path, VPPath)
-        return EpsFromV(net, cfg.path)
+        return EpsFromV(net, _VP)
     return net
 
 
@@ -508,7 +517,7 @@ def loss_function(
     ``model`` is the U-Net; an ``ed`` run with ``ed_param="v"`` wraps it in `EpsFromV`.
     """
     inner = _loss_of_field(cfg, energy, images)
-    if cfg.method == "ed" and cfg.ed_param == "v":
+    if cfg.method == "ed":
         return lambda model, batch, key: inner(_as_field(cfg, model), batch, key)
     return inner
 
@@ -593,9 +602,9 @@ def _loss_of_field(
 
 
 def _cep_loss(cfg: ImageConfig) -> Callable[[Any, dict, PRNGKeyArray], Array]:
-    """``cfm_loss`` of the unguided field plus `ewfm.cep_loss` of the energy net: the batch is
-    cut into groups of ``cep_group`` images, each group with its own beta ``U[0, beta_max]``
-    (given to the net, and the temperature of its contrastive target)."""
+    """`ewfm.denoising_loss` of the unguided field plus `ewfm.cep_loss` of the energy net: the
+    batch is cut into groups of ``cep_group`` images, each group with its own beta
+    ``U[0, beta_max]`` (given to the net, and the temperature of its contrastive target)."""
     path, m = cfg.path, cfg.cep_group
 
     def loss(model: CEPNets, batch, key):
@@ -609,8 +618,7 @@ def _cep_loss(cfg: ImageConfig) -> Callable[[Any, dict, PRNGKeyArray], Array]:
             return cep_loss(f, path, xg[None], eg[None], b, k)
 
         contrastive = jax.vmap(group)(x.reshape(g, m, -1), e.reshape(g, m), betas, jr.split(kc, g))
-        field = EpsFromV(model.field, _VP)  # the unguided noise prediction (see `EpsFromV`)
-        return denoising_loss(field, path, x, kf) + jnp.mean(contrastive)
+        return denoising_loss(_as_field(cfg, model), path, x, kf) + jnp.mean(contrastive)
 
     return loss
 
@@ -801,7 +809,7 @@ def guided_field(run: ImageRun, beta: float | None = None, scale: float | None =
     b = check_sampling_beta(cfg, beta)
     if isinstance(net, CEPNets):
         energy = _EnergyAtBeta(net, jnp.asarray(b, jnp.float32))
-        return EnergyGuidedField(EpsFromV(net.field, _VP), energy, _VP, 1.0, "eps")
+        return EnergyGuidedField(_as_field(cfg, net), energy, _VP, 1.0, "eps")
     if cfg.method == "cfg":
         w = 1.0 if scale is None else scale
         return CFGField(net, jnp.asarray(w, jnp.float32), jnp.zeros(n_classes(cfg.n_bins)))
@@ -843,8 +851,7 @@ def generate(
     cfg = run.cfg
     field = guided_field(run, beta, scale)
     dim = cfg.size * cfg.size * 3
-    vp = cfg.method in ("ed", "cep")
-    solver, pred = ("dpm2", "eps") if vp else ("midpoint", "velocity")
+    solver, pred = cfg.sampler
     cond = None
     if cfg.method == "cfg":
         cond = jnp.zeros((chunk, n_classes(cfg.n_bins))).at[:, target_class(cfg)].set(1.0)
