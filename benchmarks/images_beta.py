@@ -26,7 +26,7 @@ import jax.random as jr
 import numpy as np
 
 import ewfm.images as im
-from ewfm._io import write_text_atomic
+from ewfm._experiment import write_text_atomic
 
 
 def main() -> None:

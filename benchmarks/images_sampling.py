@@ -19,7 +19,7 @@ from pathlib import Path
 import jax.random as jr
 
 import ewfm.images as im
-from ewfm._io import write_text_atomic
+from ewfm._experiment import write_text_atomic
 
 
 def main() -> None:

@@ -41,7 +41,7 @@ import numpy as np
 from rl_diagnose import load_critic, load_run  # the sibling script (run from benchmarks/)
 
 from ewfm import load_checkpoint
-from ewfm._io import atomic_path, write_text_atomic
+from ewfm._experiment import atomic_path, write_text_atomic
 from ewfm._train import init_state
 from ewfm.rl import env_id_for, scale_q
 from ewfm.rl._build import plan

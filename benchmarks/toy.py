@@ -24,7 +24,7 @@ import jax
 import jax.random as jr
 
 import ewfm.toy as toy
-from ewfm._io import write_text_atomic
+from ewfm._experiment import write_text_atomic
 
 
 def main() -> None:

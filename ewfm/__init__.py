@@ -40,6 +40,7 @@ from ._sample import (
     CFGField as CFGField,
     EnergyGuidedField as EnergyGuidedField,
     SampleResult as SampleResult,
+    Sampler as Sampler,
     integrate as integrate,
     sample as sample,
     to_eps as to_eps,

@@ -20,7 +20,7 @@ import jax.random as jr
 import optax
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
-from ._io import atomic_path
+from ._experiment import atomic_path
 
 LossFn = Callable[[Any, Any, PRNGKeyArray], Float[Array, ""]]
 

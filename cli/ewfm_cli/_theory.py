@@ -16,7 +16,7 @@ def _write_json(target: str, records: list[dict]) -> None:
     if target == "-":
         sys.stdout.write(text)
         return
-    from ewfm._io import write_text_atomic
+    from ewfm._experiment import write_text_atomic
 
     write_text_atomic(target, text)
 

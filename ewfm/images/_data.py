@@ -22,8 +22,8 @@ from types import ModuleType
 
 import numpy as np
 
-from .._choice import check_choice
-from .._io import atomic_path
+from .._experiment import check_choice
+from .._experiment import atomic_path
 
 DATASETS: tuple[str, ...] = ("shapes", "twemoji")
 SHAPES: tuple[str, ...] = ("disc", "square", "triangle")

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .._io import atomic_path
+from .._experiment import atomic_path
 
 HUE_LABELS_EVERY = 3  # label every third 30-degree bin
 

@@ -18,7 +18,7 @@ from typing import Any
 import jax.random as jr
 import numpy as np
 
-from .._io import write_text_atomic
+from .._experiment import write_text_atomic
 from ._experiment import (
     ImageRun,
     TrainingSet,

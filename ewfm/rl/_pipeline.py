@@ -36,7 +36,7 @@ import jax.random as jr
 import numpy as np
 import optax
 
-from .._io import atomic_path, write_text_atomic
+from .._experiment import atomic_path, write_text_atomic
 from .._losses import cep_loss, cfm_loss, denoising_loss
 from .._nets import EnergyNet, MLPField, ResidualMLPField
 from .._paths import AbstractPath, OTPath, VPPath

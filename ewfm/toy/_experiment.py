@@ -29,7 +29,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._io import write_text_atomic
+from .._experiment import write_text_atomic
 from .._weights import check_beta
 from ._data import DATASETS, check_dataset, dataset, energy
 from ._methods import (

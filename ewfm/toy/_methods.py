@@ -30,7 +30,7 @@ import jax.random as jr
 import optax
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from .._choice import check_choice
+from .._experiment import check_choice
 from .._likelihood import log_likelihood
 from .._losses import cep_loss, cfm_loss, ed_loss, efm_loss
 from .._nets import EnergyNet, MLPField

@@ -5,7 +5,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .._io import atomic_path
+from .._experiment import atomic_path
 
 _LIM = 4.5
 
