@@ -39,8 +39,8 @@ from ._paths import (
 from ._sample import (
     CFGField as CFGField,
     EnergyGuidedField as EnergyGuidedField,
-    SampleResult as SampleResult,
     Sampler as Sampler,
+    SampleResult as SampleResult,
     integrate as integrate,
     sample as sample,
     to_eps as to_eps,

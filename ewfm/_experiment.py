@@ -219,9 +219,7 @@ def resolve_config(
 
 def config_to_json(cfg: Any) -> dict[str, Any]:
     """The config as a JSON-ready dict (tuples become lists)."""
-    return {
-        k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()
-    }
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
 
 
 def config_from_json(
@@ -325,7 +323,9 @@ class RunDir:
                         f"{k}={old.get(k)!r}; drop the option or choose another --out."
                     )
         elif resume:
-            raise ConfigError(f"{self.root} holds no config.json: nothing to resume; drop --resume.")
+            raise ConfigError(
+                f"{self.root} holds no config.json: nothing to resume; drop --resume."
+            )
         elif self.root.exists() and any(self.root.iterdir()):
             raise ConfigError(
                 f"{self.root} is not empty and not an ewfm run; choose another --out."

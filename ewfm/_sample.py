@@ -235,9 +235,7 @@ class Sampler(eqx.Module):
 
     def __check_init__(self):
         if self.solver not in SOLVERS:
-            raise ValueError(
-                f"unknown solver {self.solver!r}; choose one of {', '.join(SOLVERS)}."
-            )
+            raise ValueError(f"unknown solver {self.solver!r}; choose one of {', '.join(SOLVERS)}.")
         if self.prediction not in PREDICTIONS:
             raise ValueError(
                 f"unknown prediction {self.prediction!r}; choose one of {', '.join(PREDICTIONS)}."

@@ -22,8 +22,7 @@ from types import ModuleType
 
 import numpy as np
 
-from .._experiment import check_choice
-from .._experiment import atomic_path
+from .._experiment import atomic_path, check_choice
 
 DATASETS: tuple[str, ...] = ("shapes", "twemoji")
 SHAPES: tuple[str, ...] = ("disc", "square", "triangle")

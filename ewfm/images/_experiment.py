@@ -45,8 +45,7 @@ import numpy as np
 import optax
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from .._experiment import check_choice
-from .._experiment import write_text_atomic
+from .._experiment import check_choice, write_text_atomic
 from .._losses import cep_loss, cfm_loss, denoising_loss, ed_loss, efm_loss
 from .._nets import EnergyNet
 from .._paths import AbstractPath, OTPath, VPPath

@@ -9,10 +9,9 @@ Unknown keys are refused with the closest valid key named.
 import dataclasses
 import difflib
 import json
+import tomllib
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 ALGOS: tuple[str, ...] = ("qipo-ot", "qipo-diff", "bc", "qgpo")
 PRESETS_NAMES: tuple[str, ...] = ("quick", "paper")

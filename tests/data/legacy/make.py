@@ -22,6 +22,7 @@ expected: dict[str, np.ndarray] = {}
 
 # -- RL: QIPO-OT with two seeds and QGPO (guided) on a 1,500-step hopper-medium build --------
 os.environ["MINARI_DATASETS_PATH"] = str(out / "_minari")
+import ewfm  # noqa: E402
 from ewfm.rl import ensure_dataset, resolve_config, train  # noqa: E402
 from ewfm.rl._config import config_from_json  # noqa: E402
 from ewfm.rl._pipeline import (  # noqa: E402
@@ -29,8 +30,6 @@ from ewfm.rl._pipeline import (  # noqa: E402
     stacked_energy_nets,
     stacked_fields,
 )
-
-import ewfm  # noqa: E402
 
 ensure_dataset("hopper-medium", steps=1500, progress=False)
 TINY = dict(
@@ -64,8 +63,12 @@ expected["rl/obs"] = obs
 shutil.rmtree(out / "_minari")
 
 # -- images: tiny EFM (beta input, residual net) and CEP runs ---------------------------------
-from ewfm.images import ImageConfig, generate, load_run  # noqa: E402
-from ewfm.images import train as itrain  # noqa: E402
+from ewfm.images import (  # noqa: E402
+    ImageConfig,
+    generate,
+    load_run,
+    train as itrain,
+)
 
 for name, over in (("images_efm", {}), ("images_cep", {"method": "cep"})):
     icfg = ImageConfig.quick(
@@ -86,6 +89,6 @@ for method in ("efm", "qgpo"):
 np.savez(out / "expected.npz", **expected)
 (out / "machine.json").write_text(
     json.dumps({"processor": platform.processor(), "machine": platform.machine(),
-                "cpu": open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0]
+                "cpu": Path("/proc/cpuinfo").read_text().split("model name")[1].split("\n")[0]
                 .strip(" :\t"), "commit": "f8dc87a"}, indent=2) + "\n"
 )  # fmt: skip
