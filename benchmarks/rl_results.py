@@ -1,0 +1,86 @@
+"""Collect finished `ewfm train` run directories into benchmarks/results/rl_runs.json.
+
+One row per run: the final policy's score (mean over seeds ± standard error over seeds),
+its own BC warm-up scored on the same episode seeds, the per-seed gain over that BC, and
+the best periodic evaluation during training (reported separately and labelled; the
+table's score is the final policy). `python benchmarks/report.py` turns the file into the
+README's RL table.
+
+    python benchmarks/rl_results.py RUN_DIR [RUN_DIR ...]   # replaces rows of the same run
+"""
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from _record import RESULTS, write_result
+
+
+def _mean_se(xs: list[float]) -> tuple[float, float]:
+    m = sum(xs) / len(xs)
+    if len(xs) < 2:
+        return m, float("nan")
+    var = sum((x - m) ** 2 for x in xs) / (len(xs) - 1)
+    return m, math.sqrt(var / len(xs))
+
+
+def collect(run: Path) -> dict[str, Any]:
+    """The table row of one finished run directory (one-line error if unfinished)."""
+    if not (run / "summary.json").is_file():
+        raise SystemExit(
+            f"{run}: no summary.json; finish it with `ewfm train --resume --out {run}`."
+        )
+    s = json.loads((run / "summary.json").read_text())
+    cfg = json.loads((run / "config.json").read_text())
+    method = s.get("method", s.get("algo"))
+    seeds = s["seed_scores"]
+    mean, se = _mean_se(seeds)
+    row: dict[str, Any] = {
+        "run": str(run),
+        "dataset": s["dataset"],
+        "method": method,
+        "seeds": len(seeds),
+        "seed": s["seed"],
+        "episodes_per_seed": s["episodes"] // len(seeds),
+        "score_mean": mean,
+        "score_se": se,
+        "seed_scores": seeds,
+        "episode_score_mean": s["score_mean"],
+        "episode_score_std": s["score_std"],
+        "beta": cfg.get("beta"),
+        "q_norm": cfg.get("q_norm", "none"),
+        "bc_mean": None,
+        "bc_se": None,
+        "seed_gain_over_bc": None,
+    }
+    bc = s.get("behaviour_seed_scores")
+    if bc:
+        row["bc_mean"], row["bc_se"] = _mean_se(bc)
+        row["bc_seed_scores"] = bc
+        row["seed_gain_over_bc"] = [a - b for a, b in zip(seeds, bc, strict=True)]
+    metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [m["score_mean"] for m in metrics if "score_mean" in m]
+    row["best_eval"] = max(evals) if evals else None
+    row["wall_seconds"] = s.get("wall_seconds_this_session")
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("runs", nargs="+", type=Path)
+    args = ap.parse_args()
+    path = RESULTS / "rl_runs.json"
+    old = json.loads(path.read_text())["runs"] if path.exists() else []
+    new = [collect(r) for r in args.runs]
+    names = {r["run"] for r in new}
+    rows = [r for r in old if r["run"] not in names] + new
+    rows.sort(key=lambda r: (r["dataset"], r["method"], r["run"]))
+    write_result("rl_runs", {"runs": rows})
+    for r in new:
+        print(f"{r['dataset']} {r['method']}: {r['score_mean']:.1f} ± {r['score_se']:.1f}")
+
+
+if __name__ == "__main__":
+    main()
