@@ -51,7 +51,7 @@ def provenance(argv: list[str] | None = None) -> dict[str, Any]:
         "command": "python " + shlex.join([script, *argv[1:]]),
         "commit": commit or None,
         "loadavg": list(os.getloadavg()),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "cpu": cpu_model(),
         "cpus": os.cpu_count(),
         "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
