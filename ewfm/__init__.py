@@ -1,5 +1,9 @@
 """ewfm: energy-weighted flow matching and diffusion, and QIPO for offline RL, in JAX.
 
+Implements "Energy-Weighted Flow Matching for Offline Reinforcement Learning" (Zhang, Zhang,
+Gu; ICLR 2025). Docstrings cite the paper's equation numbers; docs/method.md states every
+equation and names the function that computes it.
+
 Set the environment variable ``EWFM_TYPECHECK=1`` before importing to check every
 jaxtyping annotation at run time with beartype (shape mistakes then fail with the
 dimension named). The test suite does this.

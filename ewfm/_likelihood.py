@@ -8,7 +8,7 @@ from data time to ``t = 1``:
 The divergence is the exact trace of the Jacobian (``jax.jacfwd``: one forward pass per
 dimension), which is cheap and noise-free in low dimension (the 2D toys); the ODE is solved
 with diffrax (adaptive Tsit5). The prior at ``t = 1`` is ``N(0, I)``, the same one `sample`
-draws from.
+draws from. docs/method.md, section 11, states the formula.
 """
 
 import math

@@ -5,7 +5,7 @@ sample (``x_t: [dim]``, ``t: []``, ``cond: [cond_dim]`` or ``None``); the losses
 the batch, so equinox modules and plain JAX functions both work -- then a path, the data, the
 energies or Q-values, ``beta`` and a PRNG key, and returns a scalar. Times are drawn
 uniformly on ``[path.t_min, 1]``; ``||.||^2`` is summed over the sample's dimensions and
-averaged over the batch.
+averaged over the batch. Equation numbers are the paper's, as in docs/method.md.
 """
 
 from collections.abc import Callable
@@ -88,7 +88,7 @@ def efm_loss(
     *,
     cond: Float[Array, "batch cond"] | None = None,
 ) -> Float[Array, ""]:
-    """Energy-weighted flow matching ``L_CEFM`` (eq. 4.3).
+    """Energy-weighted flow matching ``L_CEFM`` (eq. (4.3) in docs/method.md).
 
     CFM with per-sample weights ``B * softmax(-beta E(x0))``; its minimiser is the
     energy-guided velocity ``u^beta_t`` of Theorem 4.1, which generates
@@ -126,6 +126,9 @@ def ed_loss(
 ) -> Float[Array, ""]:
     """Energy-weighted diffusion ``L_CED`` (Corollary 4.8, Algorithm 1), noise-prediction form.
 
+    See docs/method.md, section 6, for why the ``sigma_t^2``-weighted noise error has the
+    same minimiser.
+
     Its minimiser is the guided score (4.4) of ``pi ∝ p exp(-beta E)``.
     """
     return _weighted_regression(field, path, x0, energy_weights(energy, beta), key, cond, "eps")
@@ -150,7 +153,7 @@ def qfm_loss(
     key: PRNGKeyArray,
     states: Float[Array, "batch state"],
 ) -> Float[Array, ""]:
-    """Q-weighted flow matching ``L_QFM`` (eq. 5.3) over support sets.
+    """Q-weighted flow matching ``L_QFM`` (eq. (5.3) in docs/method.md) over support sets.
 
     Row i of ``actions`` holds M support actions of state ``states[i]``; each is weighted by
     ``M * softmax_j(beta Q(s_i, a_ij))`` over its own row.
@@ -167,7 +170,7 @@ def qd_loss(
     key: PRNGKeyArray,
     states: Float[Array, "batch state"],
 ) -> Float[Array, ""]:
-    """Q-weighted diffusion ``L_QD`` (eq. 5.2), noise-prediction form, over support sets."""
+    """Q-weighted diffusion ``L_QD`` (eq. (5.2) in docs/method.md), noise form, on support sets."""
     return _support_loss(field, path, actions, q, beta, key, states, "eps")
 
 
@@ -181,7 +184,7 @@ def cep_loss(
     *,
     cond: Float[Array, "batch cond"] | None = None,
 ) -> Float[Array, ""]:
-    """Contrastive energy prediction (QGPO, Lu et al. 2023).
+    """Contrastive energy prediction (QGPO, Lu et al. 2023; docs/method.md, section 8).
 
     ``energy_net(x_t, t, cond) -> []`` learns ``f ≈ -E_t`` (the intermediate energy, up to a
     constant) from K = M samples per context sharing one time ``t``:

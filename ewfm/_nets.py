@@ -51,7 +51,8 @@ class MLPField(eqx.Module):
     """MLP field on ``[x, emb(t), cond, emb(beta)]``.
 
     ``cond_dim > 0`` adds a condition input (e.g. the state); ``beta_input=True`` adds the
-    guidance strength as an input embedded like ``t`` (Algorithm 6: one net for all beta).
+    guidance strength as an input embedded like ``t`` (Algorithm 6 in docs/method.md: one
+    net for all beta).
     """
 
     mlp: eqx.nn.MLP

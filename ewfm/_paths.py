@@ -1,9 +1,9 @@
-"""Gaussian probability paths ``x_t = alpha_t x0 + sigma_t eps`` (METHOD.md, "Conventions").
+"""Gaussian probability paths ``x_t = alpha_t x0 + sigma_t eps`` (docs/method.md, section 1).
 
 ``t = 0`` is data and ``t = 1`` is noise. A path turns a clean sample, noise and a time into
 a noisy sample and its regression targets, and converts between the three parametrisations
 of one field: velocity ``v``, score ``s = grad log p_t`` and noise prediction ``eps``
-(Lemma 3.2).
+(Lemma 3.2; derived in docs/method.md, section 2).
 """
 
 import abc

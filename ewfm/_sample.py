@@ -4,7 +4,8 @@ One function, `sample`, built on diffrax: adaptive Tsit5 with a PID step-size co
 fixed-step Euler, Heun and midpoint (the paper's RK2 for QIPO-OT), and the second-order
 multistep DPM-Solver (Lu et al. 2022) used by QGPO on VP paths. Guided baselines are
 *fields* that wrap other fields (`CFGField`, `EnergyGuidedField`), so every solver serves
-them too.
+them too. docs/method.md gives the DPM-Solver step (section 11) and the guidance formulas
+(section 8, Lemma 4.10).
 """
 
 from collections.abc import Callable
@@ -37,7 +38,7 @@ class SampleResult(eqx.Module):
 def to_velocity(
     path: AbstractPath, out: Array, x: Array, t: Float[ArrayLike, ""], prediction: str
 ) -> Array:
-    """Convert a field output of type ``prediction`` to a velocity (Lemma 3.2)."""
+    """Convert a field output of type ``prediction`` to a velocity (Lemma 3.2, docs/method.md)."""
     if prediction == "velocity":
         return out
     if prediction == "eps":

@@ -1,7 +1,8 @@
 """Energy weights: the per-sample weight ``B * softmax(-beta E)`` of energy-weighted losses.
 
-``Z = E_p[exp(-beta E)]`` is estimated by the batch mean (METHOD.md, Theorem 4.3 "Practice"),
-so the weight of sample i in a batch of B is ``exp(-beta E_i) / mean_j exp(-beta E_j)``.
+``Z = E_p[exp(-beta E)]`` in eq. (4.3) is estimated by the batch mean (docs/method.md, "The
+weights in practice"), so the weight of sample i in a batch of B is
+``exp(-beta E_i) / mean_j exp(-beta E_j)``.
 It is computed with log-sum-exp: ``exp(-beta E)`` is never formed.
 """
 
