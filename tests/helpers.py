@@ -1,6 +1,10 @@
-"""Closed forms shared by the core tests: Gaussian data pushed along a Gaussian path."""
+"""Shared by the tests: closed forms (Gaussian data on a Gaussian path) and the legacy-run check."""
+
+import json
+from pathlib import Path
 
 import jax.numpy as jnp
+import numpy as np
 
 
 def gaussian_fields(path, m, s):
@@ -32,3 +36,29 @@ def gaussian_fields(path, m, s):
         return path.alpha(t_end) * m + sd(t_end) * z
 
     return velocity, score, eps, pushforward
+
+
+LEGACY = Path(__file__).resolve().parent / "data" / "legacy"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def legacy_close(actual, expected) -> None:
+    """Samples of a legacy run (tests/data/legacy) against those the old code wrote.
+
+    Bit for bit on the CPU model that wrote them (machine.json); elsewhere to float32
+    rounding, because XLA's CPU kernels round differently across CPU models.
+    """
+    cpu = json.loads((LEGACY / "machine.json").read_text())["cpu"]
+    if _cpu_model().startswith(cpu):
+        np.testing.assert_array_equal(np.asarray(actual), np.asarray(expected))
+    else:
+        np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), rtol=1e-5, atol=1e-6)
