@@ -20,9 +20,9 @@ import numpy as np
 
 
 def raw_env_rate(env_id: str, steps: int) -> float:
-    from ewfm.rl._envs import make_env
+    import ewfm.rl as rl
 
-    env = make_env(env_id)
+    env = rl.make_env(env_id)
     env.reset(seed=0)
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()
@@ -42,7 +42,6 @@ def main() -> None:
     args = p.parse_args()
 
     import ewfm.rl as rl
-    from ewfm.rl._build import collect
 
     env_id = rl.env_id_for(args.name)
     rows = []
@@ -51,7 +50,7 @@ def main() -> None:
     for setting in args.settings.split(","):
         n_envs, workers = (int(x) for x in setting.split("x"))
         t0 = time.perf_counter()
-        _, report = collect(
+        _, report = rl.collect_episodes(
             args.name, steps=args.steps, n_envs=n_envs, workers=workers, progress=False
         )
         wall = time.perf_counter() - t0

@@ -26,7 +26,6 @@ def main() -> None:
     args = p.parse_args()
 
     import ewfm.rl as rl
-    from ewfm.rl._build import collect
 
     rows = []
     for env in args.envs.split(","):
@@ -34,7 +33,7 @@ def main() -> None:
         for kind in ("expert", "medium", "medium-replay"):
             name = f"{env}-{kind}"
             t0 = time.perf_counter()
-            eps, report = collect(name, steps=args.steps, progress=False)
+            eps, report = rl.collect_episodes(name, steps=args.steps, progress=False)
             rets[kind] = rl.normalized_score(name, [e["rewards"].sum() for e in eps])
             rows.append(
                 {

@@ -19,7 +19,6 @@ pytest.importorskip("gymnasium")
 pytest.importorskip("minari")
 
 import ewfm.rl as rl
-from ewfm.rl import _build, _deps, _minari_io
 
 SMALL = 2000  # transitions of the shared small hopper-medium build
 
@@ -140,8 +139,6 @@ def test_evaluate_reproduces_index_returns(name, episodes):
 
 def test_evaluate_batches_with_a_fixed_shape_and_matches_plain_rollouts():
     """One call per step on all episodes (fixed shape); returns equal single-env rollouts."""
-    from ewfm.rl._envs import make_env
-
     shapes = []
 
     def policy(obs, key):
@@ -152,7 +149,7 @@ def test_evaluate_batches_with_a_fixed_shape_and_matches_plain_rollouts():
     assert set(shapes) <= {(3, 11)}
     expected = []
     for i in range(3):
-        env = make_env("Hopper-v5", max_episode_steps=60)
+        env = rl.make_env("Hopper-v5", max_episode_steps=60)
         obs, _ = env.reset(seed=11 + i)
         total, done, steps = 0.0, False, 0
         while not done:
@@ -193,7 +190,7 @@ def test_built_dataset_is_minari_and_consistent(medium):
     lengths = np.diff(np.concatenate([[-1], ends]))
     np.testing.assert_array_equal(t.timeouts[ends] > 0, lengths == 1000)
     assert np.abs(t.actions).max() <= 1.0
-    meta = _minari_io.read_metadata(_minari_io.dataset_path(medium))
+    meta = json.loads((rl.dataset_path(medium) / "data" / "metadata.json").read_text())
     assert meta["ewfm"]["parts"][0]["policy"] == "hopper/sac"
     assert meta["ref_max_score"] == rl.recipes()["hopper"]["ref_max"]
 
@@ -202,12 +199,10 @@ def test_recorded_episode_replays_exactly(medium):
     """Reset a fresh env with the episode's seed and replay its actions: same obs, rewards."""
     import minari
 
-    from ewfm.rl._envs import make_env
-
     ds = minari.load_dataset(medium)
     ep = next(iter(ds.storage.get_episodes([1])))
     seed = rl.recipes()["hopper"]["medium"]["seed"] + 1
-    env = make_env("Hopper-v5")
+    env = rl.make_env("Hopper-v5")
     obs, _ = env.reset(seed=seed)
     np.testing.assert_array_equal(obs, ep["observations"][0])
     for k, a in enumerate(ep["actions"]):
@@ -235,7 +230,7 @@ def test_medium_replay_mixture_and_determinism():
     parts = rl.recipes()["hopper"]["medium-replay"]["parts"]
     total = sum(p["steps"] for p in parts)
     n = 1500
-    eps, report = _build.collect("hopper-medium-replay", steps=n, n_envs=16, progress=False)
+    eps, report = rl.collect_episodes("hopper-medium-replay", steps=n, n_envs=16, progress=False)
     assert [p["policy"] for p in report.parts] == [p["policy"] for p in parts]
     start = 0
     for recipe_part, got in zip(parts, report.parts, strict=True):
@@ -250,7 +245,7 @@ def test_medium_replay_mixture_and_determinism():
     random_actions = np.concatenate([e["actions"] for e in eps[: report.parts[0]["episodes"]]])
     assert np.abs(random_actions).max() <= 1 and abs(random_actions.mean()) < 0.1
 
-    again, _ = _build.collect("hopper-medium-replay", steps=n, n_envs=3, progress=False)
+    again, _ = rl.collect_episodes("hopper-medium-replay", steps=n, n_envs=3, progress=False)
     assert len(again) == len(eps)
     for x, y in zip(eps, again, strict=True):
         for k in ("observations", "actions", "rewards", "terminations"):
@@ -258,8 +253,8 @@ def test_medium_replay_mixture_and_determinism():
 
 
 def test_worker_processes_give_the_same_data():
-    a, _ = _build.collect("hopper-medium", steps=600, n_envs=4, workers=2, progress=False)
-    b, _ = _build.collect("hopper-medium", steps=600, n_envs=4, workers=1, progress=False)
+    a, _ = rl.collect_episodes("hopper-medium", steps=600, n_envs=4, workers=2, progress=False)
+    b, _ = rl.collect_episodes("hopper-medium", steps=600, n_envs=4, workers=1, progress=False)
     assert len(a) == len(b) > 0
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x["observations"], y["observations"])
@@ -269,7 +264,7 @@ def test_worker_processes_give_the_same_data():
 def test_medium_expert_is_the_union_of_its_parts(minari_dir):
     both = rl.build_dataset("hopper-medium-expert", steps=2000, progress=False)
     expert = rl.build_dataset("hopper-expert", steps=1000, progress=False)
-    medium, _ = _build.collect("hopper-medium", steps=1000, progress=False)
+    medium, _ = rl.collect_episodes("hopper-medium", steps=1000, progress=False)
     me, e = rl.load_transitions(both), rl.load_transitions(expert)
     n = sum(len(ep["rewards"]) for ep in medium)
     np.testing.assert_array_equal(
@@ -287,7 +282,7 @@ def test_ensure_then_overwrite(minari_dir):
     with pytest.raises(FileNotFoundError, match=f"ewfm data build {name}"):
         rl.load_transitions(name)
     id_ = rl.ensure_dataset(name, steps=400, progress=False)
-    path = _minari_io.dataset_path(id_) / "data" / "metadata.json"
+    path = rl.dataset_path(id_) / "data" / "metadata.json"
     stamp = path.stat().st_mtime_ns
     assert rl.ensure_dataset(name, steps=400, progress=False) == id_
     assert path.stat().st_mtime_ns == stamp
@@ -304,7 +299,7 @@ def test_concurrent_build_is_refused(minari_dir):
     lock = minari_dir / ".ewfm-lock-ewfm__walker2d__expert-v0"
     lock.write_text(str(os.getpid()))  # a live process holds the lock
     try:
-        with pytest.raises(_minari_io.BuildInProgressError, match=f"process {os.getpid()}"):
+        with pytest.raises(rl.BuildInProgressError, match=f"process {os.getpid()}"):
             rl.build_dataset("walker2d-expert", steps=10, progress=False)
     finally:
         lock.unlink()
@@ -350,7 +345,7 @@ def _tiny_episodes():
 
 
 def _write_tiny(id_):
-    _minari_io.write_dataset_atomically(
+    rl.write_dataset(
         id_,
         _tiny_episodes(),
         env_id="Hopper-v5",
@@ -405,12 +400,8 @@ def test_shape_mismatch_is_refused_with_both_shapes(medium):
 
 def test_missing_extra_names_the_pip_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "minari", None)
-    _deps.minari.cache_clear()
-    try:
-        with pytest.raises(rl.MissingExtraError, match=r"pip install 'ewfm\[rl\]'"):
-            rl.load_transitions("hopper-medium")
-    finally:
-        _deps.minari.cache_clear()
+    with pytest.raises(rl.MissingExtraError, match=r"pip install 'ewfm\[rl\]'"):
+        rl.load_transitions("hopper-medium")
 
 
 # -- CLI -------------------------------------------------------------------------------

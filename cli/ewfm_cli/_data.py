@@ -16,7 +16,7 @@ def _fail(message: str) -> None:
 def _rl():
     try:
         import ewfm.rl as rl
-        from ewfm.rl._deps import gymnasium, minari
+        from ewfm.rl._data._deps import gymnasium, minari
 
         gymnasium()
         minari()
@@ -41,14 +41,11 @@ def build(
 ) -> None:
     """Build a D4RL-style dataset on Gymnasium MuJoCo v5 from the bundled policy pack."""
     rl = _rl()
-    from ewfm.rl._build import build_dataset_report
-    from ewfm.rl._minari_io import BuildInProgressError
-
     try:
-        report = build_dataset_report(
+        report = rl.build_dataset_report(
             name, steps=steps, overwrite=overwrite, seed=seed, n_envs=envs, workers=workers
         )
-    except (ValueError, FileExistsError, BuildInProgressError) as e:
+    except (ValueError, FileExistsError, rl.BuildInProgressError) as e:
         _fail(str(e))
         return
     norm = rl.normalized_score(name, report.returns)

@@ -4,8 +4,6 @@ Import explicitly (``import ewfm.rl``): it needs the ``[rl]`` extra (gymnasium w
 Minari), which is imported lazily, so ``import ewfm.rl`` itself stays light.
 """
 
-from ._build import build_dataset as build_dataset, ensure_dataset as ensure_dataset
-
 # -- training pipeline (`ewfm train`) --
 from ._config import (
     ALGOS as ALGOS,
@@ -27,33 +25,43 @@ from ._critic import (
     soft_target_optimizer as soft_target_optimizer,
     support_target as support_target,
 )
-from ._datasets import (
+
+# -- datasets (`ewfm data`): names, the policy pack, building, loading --
+from ._data import (
+    BuildInProgressError as BuildInProgressError,
+    BuildReport as BuildReport,
     DatasetEntry as DatasetEntry,
     DatasetInfo as DatasetInfo,
+    MissingExtraError as MissingExtraError,
+    NumpyPackPolicy as NumpyPackPolicy,
+    PackPolicy as PackPolicy,
+    Transitions as Transitions,
+    build_dataset as build_dataset,
+    build_dataset_report as build_dataset_report,
+    builtin_names as builtin_names,
     check_shapes as check_shapes,
+    collect_episodes as collect_episodes,
+    dataset_id as dataset_id,
     dataset_info as dataset_info,
+    dataset_path as dataset_path,
+    dataset_plan as dataset_plan,
+    ensure_dataset as ensure_dataset,
+    env_id_for as env_id_for,
     episode_returns as episode_returns,
     list_datasets as list_datasets,
     load_transitions as load_transitions,
+    make_env as make_env,
     normalize_observations as normalize_observations,
     normalize_rewards as normalize_rewards,
-    observation_stats as observation_stats,
-)
-from ._deps import MissingExtraError as MissingExtraError
-from ._evaluate import EvalResult as EvalResult, evaluate as evaluate
-from ._names import (
-    builtin_names as builtin_names,
-    dataset_id as dataset_id,
-    env_id_for as env_id_for,
     normalized_score as normalized_score,
-    reference_scores as reference_scores,
-)
-from ._pack import (
-    PackPolicy as PackPolicy,
+    observation_stats as observation_stats,
     pack_index as pack_index,
     pack_policy as pack_policy,
     recipes as recipes,
+    reference_scores as reference_scores,
+    write_dataset as write_dataset,
 )
+from ._evaluate import EvalResult as EvalResult, evaluate as evaluate
 from ._pipeline import (
     evaluate_run as evaluate_run,
     renew_supports as renew_supports,
@@ -66,4 +74,3 @@ from ._qipo import (
     make_qipo_loss as make_qipo_loss,
     scale_q as scale_q,
 )
-from ._transitions import Transitions as Transitions

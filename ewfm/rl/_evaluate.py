@@ -12,8 +12,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import PRNGKeyArray
 
-from ._envs import LockstepEnvs
-from ._names import reference_scores
+from ._data import LockstepEnvs, reference_scores
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,17 @@
 """Loading datasets as `Transitions`, describing them, listing them, and normalising them."""
 
 import json
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ._minari_io import dataset_path, episodes_to_transitions, is_local, load_minari, read_metadata
+from ._deps import minari
+from ._envs import make_env
+from ._minari_io import episodes_to_transitions, load_minari
 from ._names import builtin_for_id, builtin_names, dataset_id, env_id_for, reference_scores
+from ._store import dataset_path, is_local, read_metadata
 from ._transitions import Transitions
 
 
@@ -36,8 +40,6 @@ def episode_returns(t: Transitions) -> np.ndarray:
 
 def check_shapes(t: Transitions, env_id: str, *, name: str = "dataset") -> None:
     """Refuse a dataset whose observation/action shapes differ from the environment's."""
-    from ._envs import make_env
-
     env = make_env(env_id)
     try:
         env_obs = tuple(env.observation_space.shape)
@@ -119,8 +121,6 @@ class DatasetInfo:
     recipe: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
         return asdict(self)
 
 
@@ -181,8 +181,6 @@ class DatasetEntry:
 
 def list_datasets() -> list[DatasetEntry]:
     """Every built-in recipe (built or not) and every other local Minari dataset."""
-    from ._deps import minari
-
     rows = []
     for name in builtin_names():
         id_ = dataset_id(name)
@@ -192,8 +190,6 @@ def list_datasets() -> list[DatasetEntry]:
             DatasetEntry(name, id_, local, meta.get("total_steps"), meta.get("total_episodes"))
         )
     seen = {r.dataset_id for r in rows}
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         local = minari().list_local_datasets()

@@ -5,13 +5,14 @@ recipes in ``policies/recipes.json``; its Minari id is ``ewfm/ENV/KIND-v0``. Any
 string containing ``/`` is taken as a Minari dataset id (``mujoco/hopper/medium-v0``).
 """
 
+import json
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 from jaxtyping import ArrayLike, Float
 
 from ._pack import recipes
+from ._store import local_metadata
 
 NAMESPACE = "ewfm"
 VERSION = 0
@@ -75,18 +76,6 @@ def _env_key_for_gym_id(env_id: str) -> str | None:
     return None
 
 
-def _local_metadata(dataset_id_: str) -> dict[str, Any] | None:
-    from ._deps import minari
-
-    minari()
-    from minari.storage import get_dataset_path
-
-    from ._minari_io import read_metadata
-
-    path = get_dataset_path(dataset_id_)
-    return read_metadata(path) if (path / "data").exists() else None
-
-
 def env_id_for(name_or_id: str) -> str:
     """The Gymnasium environment to evaluate a dataset's policies in (e.g. ``"Hopper-v5"``).
 
@@ -103,11 +92,9 @@ def env_id_for(name_or_id: str) -> str:
     if builtin is not None:
         env, _ = parse_builtin(builtin)
         return recipes()[env]["env"]
-    meta = _local_metadata(name_or_id)
+    meta = local_metadata(name_or_id)
     if meta is None:
         raise ValueError(not_found_message(name_or_id))
-    import json
-
     for key in ("eval_env_spec", "env_spec"):
         spec = meta.get(key)
         if spec:
@@ -142,7 +129,7 @@ def reference_scores(name_or_id_or_env: str) -> tuple[float, float]:
         if builtin is not None:
             env = parse_builtin(builtin)[0]
         else:
-            meta = _local_metadata(s)
+            meta = local_metadata(s)
             if meta is None:
                 raise ValueError(not_found_message(s))
             if meta.get("ref_min_score") is None or meta.get("ref_max_score") is None:

@@ -17,7 +17,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-POLICY_DIR = Path(__file__).parent / "policies"
+POLICY_DIR = Path(__file__).parent.parent / "policies"  # ewfm/rl/policies: package data
 
 
 @functools.cache

@@ -15,10 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from ... import __version__
 from ._envs import LockstepEnvs
-from ._minari_io import build_lock, exists_message, is_local, write_dataset_atomically
-from ._names import dataset_id, parse_builtin, reference_scores
+from ._minari_io import build_lock, exists_message, load_minari, write_dataset
+from ._names import builtin_for_id, dataset_id, parse_builtin, reference_scores
 from ._pack import NumpyPackPolicy, check_policy_name, pack_index, recipes
+from ._store import is_local
 
 NOISE_STREAM = 0x5EED  # second word of an episode's noise seed: independent of the env's
 DEFAULT_ENVS = 32
@@ -42,7 +44,7 @@ class Segment:
     parts: tuple[Part, ...]
 
 
-def plan(name: str, *, steps: int | None = None, seed: int | None = None) -> list[Segment]:
+def dataset_plan(name: str, *, steps: int | None = None, seed: int | None = None) -> list[Segment]:
     """The segments and part sizes of a built-in dataset.
 
     ``steps`` scales every part by ``steps / recipe_total`` (mixture proportions are kept);
@@ -90,7 +92,7 @@ class _BatchPolicy:
     """A pack policy's numpy forward pass (the README's, float64 normalisation) on a batch.
 
     The builder draws the Gaussian noise itself, per episode, so the data do not depend on
-    how episodes are spread over environments. BLAS runs single-threaded (see `collect`):
+    how episodes are spread over environments. BLAS runs single-threaded (see `collect_episodes`):
     for batches this small, threads only add latency, badly so on a busy machine.
     """
 
@@ -244,7 +246,7 @@ def _default_workers(total_steps: int) -> int:
     return min(2, cores or 1) if total_steps >= 200_000 else 1
 
 
-def collect(
+def collect_episodes(
     name: str,
     *,
     steps: int | None = None,
@@ -256,7 +258,7 @@ def collect(
     """Record every part of a built-in dataset; the episodes (in order) and a report."""
     env, _ = parse_builtin(name)
     env_id = recipes()[env]["env"]
-    segs = plan(name, steps=steps, seed=seed)
+    segs = dataset_plan(name, steps=steps, seed=seed)
     total = sum(p.steps for s in segs for p in s.parts)
     workers = _default_workers(total) if workers is None else workers
     episodes: list[dict[str, Any]] = []
@@ -449,10 +451,8 @@ def _build_locked(
     n_envs: int,
     workers: int | None,
 ) -> BuildReport:
-    from ewfm import __version__
-
     env, kind = parse_builtin(name)
-    episodes, report = collect(
+    episodes, report = collect_episodes(
         name, steps=steps, seed=seed, n_envs=n_envs, workers=workers, progress=progress
     )
     env_id = recipes()[env]["env"]
@@ -481,7 +481,7 @@ def _build_locked(
             "ewfm_version": __version__,
         }
     }
-    write_dataset_atomically(
+    write_dataset(
         id_,
         episodes,
         env_id=env_id,
@@ -502,9 +502,6 @@ def ensure_dataset(name_or_id: str, *, steps: int | None = None, progress: bool 
     Minari ids must already be local (or downloaded): a missing one is refused with how to
     get it. A build of the same id running in another process is refused, not repeated.
     """
-    from ._minari_io import load_minari
-    from ._names import builtin_for_id
-
     id_ = dataset_id(name_or_id)
     if is_local(id_):
         return id_

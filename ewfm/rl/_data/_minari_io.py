@@ -1,7 +1,6 @@
 """Reading and (atomically) writing Minari datasets."""
 
 import contextlib
-import json
 import os
 import shutil
 import tempfile
@@ -13,29 +12,8 @@ import numpy as np
 
 from ._deps import minari
 from ._names import builtin_for_id, not_found_message
+from ._store import dataset_path, datasets_root, is_local
 from ._transitions import Transitions
-
-
-def datasets_root() -> Path:
-    """Minari's local datasets directory (``$MINARI_DATASETS_PATH`` or ``~/.minari/datasets``)."""
-    minari()
-    from minari.storage import get_dataset_path
-
-    return Path(get_dataset_path())
-
-
-def dataset_path(dataset_id_: str) -> Path:
-    """Where Minari keeps a dataset locally (it exists when ``path / "data"`` does)."""
-    return datasets_root() / dataset_id_
-
-
-def is_local(dataset_id_: str) -> bool:
-    return (dataset_path(dataset_id_) / "data" / "metadata.json").exists()
-
-
-def read_metadata(path: Path) -> dict[str, Any]:
-    """The raw ``metadata.json`` of a local dataset directory."""
-    return json.loads((Path(path) / "data" / "metadata.json").read_text())
 
 
 @contextlib.contextmanager
@@ -92,7 +70,7 @@ def exists_message(dataset_id_: str) -> str:
     )
 
 
-def write_dataset_atomically(
+def write_dataset(
     dataset_id_: str,
     episodes: list[dict[str, Any]],
     *,
