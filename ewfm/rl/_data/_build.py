@@ -8,6 +8,8 @@ number of environments or worker processes). A part keeps the longest prefix of 
 episodes that fits its size. ``medium-expert`` is the union of ``medium`` and ``expert``.
 """
 
+import contextlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ... import __version__
+from ..._experiment import Progress
 from ._envs import LockstepEnvs
 from ._minari_io import build_lock, exists_message, load_minari, write_dataset
 from ._names import builtin_for_id, dataset_id, parse_builtin, reference_scores
@@ -24,7 +27,8 @@ from ._store import is_local
 
 NOISE_STREAM = 0x5EED  # second word of an episode's noise seed: independent of the env's
 DEFAULT_ENVS = 32
-Progress = Callable[[int], None]
+_BUFFERS = ("obs", "act", "rew", "term", "trunc")  # what an episode records per step
+OnSteps = Callable[[int], None]
 
 
 @dataclass(frozen=True)
@@ -123,11 +127,113 @@ def _actions(
     return a.astype(np.float32)
 
 
+class _Recorder:
+    """The episodes of one part in flight over lock-step environments, slot by slot.
+
+    Slot ``i`` runs episode ``slot_ep[i]`` (-1: idle) at step ``slot_t[i]``; finished
+    episodes are kept by index, so their order is the seed order whatever the slots did.
+    """
+
+    def __init__(
+        self, envs: LockstepEnvs, part: Part, first_seed: int, max_episode_steps: int
+    ) -> None:
+        self.envs, self.part, self.first_seed = envs, part, first_seed
+        self.max_episode_steps = max_episode_steps
+        n = envs.n
+        self.slot_ep = np.full(n, -1)
+        self.slot_t = np.zeros(n, np.int64)
+        self.obs = np.zeros((n, *envs.observation_shape))
+        self.rngs: list[Any] = [None] * n
+        self.bufs: list[dict[str, list[Any]]] = [{} for _ in range(n)]
+        self.finished: dict[int, dict[str, Any]] = {}
+        self.lengths: list[int] = []
+        self.next_ep = 0
+
+    def running(self) -> bool:
+        return bool((self.slot_ep >= 0).any())
+
+    def _mean_length(self) -> float:
+        return float(np.mean(self.lengths)) if self.lengths else float(self.max_episode_steps)
+
+    def _expected_total(self) -> float:
+        running = self.slot_t[self.slot_ep >= 0]
+        return sum(self.lengths) + float(np.maximum(running + 1, self._mean_length()).sum())
+
+    def launch(self, slots: list[int], exact: bool) -> None:
+        """Start the next episodes (in seed order) in ``slots`` while they are expected to
+        fit (``exact``: while the finished ones provably leave room)."""
+        mean = self._mean_length()
+        chosen: list[int] = []
+        for i in slots:
+            if exact:
+                need = sum(self.lengths) + len(chosen)
+            else:
+                need = self._expected_total() + mean * len(chosen)
+            if need >= self.part.steps:
+                break
+            chosen.append(i)
+        if not chosen:
+            return
+        seeds = self.first_seed + self.next_ep + np.arange(len(chosen))
+        for j, i in enumerate(chosen):
+            self.slot_ep[i], self.slot_t[i] = self.next_ep + j, 0
+        self.next_ep += len(chosen)
+        first = self.envs.reset(np.array(chosen), seeds)
+        for j, i in enumerate(chosen):
+            self.rngs[i] = np.random.default_rng((int(seeds[j]), NOISE_STREAM))
+            self.obs[i] = first[j]
+            self.bufs[i] = {key: [] for key in _BUFFERS}
+            self.bufs[i]["obs"].append(first[j])
+
+    def step(self, policy: "_BatchPolicy | None") -> tuple[list[int], int]:
+        """One step of every running episode; the slots whose episode ended, and the count."""
+        idx = np.flatnonzero(self.slot_ep >= 0)
+        live = [self.rngs[i] for i in idx]
+        act_dim = int(self.envs.action_shape[0])
+        act = _actions(self.part, policy, self.obs[idx], self.slot_t[idx], live, act_dim)
+        nobs, rew, term, trunc = self.envs.step(idx, act)
+        ended = []
+        for j, i in enumerate(idx):
+            b = self.bufs[i]
+            for key, out in zip(_BUFFERS, (nobs, act, rew, term, trunc), strict=True):
+                b[key].append(out[j])
+            self.obs[i] = nobs[j]
+            self.slot_t[i] += 1
+            if term[j] or trunc[j]:
+                self._finish(int(i))
+                ended.append(int(i))
+        return ended, len(idx)
+
+    def _finish(self, i: int) -> None:
+        b = self.bufs[i]
+        self.finished[int(self.slot_ep[i])] = {
+            "seed": int(self.first_seed + self.slot_ep[i]),
+            "observations": np.stack(b["obs"]),
+            "actions": np.stack(b["act"]),
+            "rewards": np.asarray(b["rew"], np.float64),
+            "terminations": np.asarray(b["term"], bool),
+            "truncations": np.asarray(b["trunc"], bool),
+        }
+        self.lengths.append(int(self.slot_t[i]))
+        self.slot_ep[i], self.slot_t[i] = -1, 0
+
+    def kept(self) -> list[dict[str, Any]]:
+        """The longest prefix, in seed order, of finished episodes that fits the part."""
+        kept, total = [], 0
+        for k in range(len(self.finished)):
+            t = len(self.finished[k]["rewards"])
+            if total + t > self.part.steps:
+                break
+            kept.append(self.finished[k])
+            total += t
+        return kept
+
+
 def collect_part(
     envs: LockstepEnvs,
     part: Part,
     first_seed: int,
-    on_steps: Progress | None = None,
+    on_steps: OnSteps | None = None,
     max_episode_steps: int = 1000,
 ) -> list[dict[str, Any]]:
     """Record whole episodes of one part, seeds ``first_seed, first_seed + 1, ...``.
@@ -139,87 +245,19 @@ def collect_part(
     provably leave room, so the result does not depend on ``envs.n``.
     """
     policy = None if part.policy == "random" else _BatchPolicy(part.policy)
-    act_dim = int(envs.action_shape[0])
-    n = envs.n
-    slot_ep = np.full(n, -1)
-    slot_t = np.zeros(n, np.int64)
-    cur_obs = np.zeros((n, *envs.observation_shape))
-    rngs: list[Any] = [None] * n
-    bufs: list[dict[str, list[Any]]] = [{} for _ in range(n)]
-    finished: dict[int, dict[str, Any]] = {}
-    lengths: list[int] = []
-    next_ep = 0
-
-    def expected_total() -> float:
-        mean = float(np.mean(lengths)) if lengths else float(max_episode_steps)
-        running = slot_t[slot_ep >= 0]
-        return sum(lengths) + float(np.maximum(running + 1, mean).sum())
-
-    def launch(slots: list[int], exact: bool) -> None:
-        nonlocal next_ep
-        mean = float(np.mean(lengths)) if lengths else float(max_episode_steps)
-        chosen: list[int] = []
-        for i in slots:
-            need = sum(lengths) + len(chosen) if exact else expected_total() + mean * len(chosen)
-            if need >= part.steps:
-                break
-            chosen.append(i)
-        if not chosen:
-            return
-        seeds = first_seed + next_ep + np.arange(len(chosen))
-        for j, i in enumerate(chosen):
-            slot_ep[i], slot_t[i] = next_ep + j, 0
-        next_ep += len(chosen)
-        first = envs.reset(np.array(chosen), seeds)
-        for j, i in enumerate(chosen):
-            rngs[i] = np.random.default_rng((int(seeds[j]), NOISE_STREAM))
-            cur_obs[i] = first[j]
-            bufs[i] = {"obs": [first[j]], "act": [], "rew": [], "term": [], "trunc": []}
-
-    launch(list(range(n)), exact=False)
+    rec = _Recorder(envs, part, first_seed, max_episode_steps)
+    rec.launch(list(range(envs.n)), exact=False)
     while True:
-        if not (slot_ep >= 0).any():
-            launch(list(range(n)), exact=True)  # all finished: launch only what can still fit
-            if not (slot_ep >= 0).any():
+        if not rec.running():
+            rec.launch(list(range(envs.n)), exact=True)  # all done: launch only what fits
+            if not rec.running():
                 break
-        idx = np.flatnonzero(slot_ep >= 0)
-        live = [rngs[i] for i in idx]
-        act = _actions(part, policy, cur_obs[idx], slot_t[idx], live, act_dim)
-        nobs, rew, term, trunc = envs.step(idx, act)
-        ended = []
-        for j, i in enumerate(idx):
-            b = bufs[i]
-            b["obs"].append(nobs[j])
-            b["act"].append(act[j])
-            b["rew"].append(rew[j])
-            b["term"].append(term[j])
-            b["trunc"].append(trunc[j])
-            cur_obs[i] = nobs[j]
-            slot_t[i] += 1
-            if term[j] or trunc[j]:
-                finished[int(slot_ep[i])] = {
-                    "seed": int(first_seed + slot_ep[i]),
-                    "observations": np.stack(b["obs"]),
-                    "actions": np.stack(b["act"]),
-                    "rewards": np.asarray(b["rew"], np.float64),
-                    "terminations": np.asarray(b["term"], bool),
-                    "truncations": np.asarray(b["trunc"], bool),
-                }
-                lengths.append(int(slot_t[i]))
-                slot_ep[i], slot_t[i] = -1, 0
-                ended.append(int(i))
+        ended, stepped = rec.step(policy)
         if on_steps is not None:
-            on_steps(len(idx))
+            on_steps(stepped)
         if ended:
-            launch(ended, exact=False)
-    kept, total = [], 0
-    for k in range(len(finished)):
-        t = len(finished[k]["rewards"])
-        if total + t > part.steps:
-            break
-        kept.append(finished[k])
-        total += t
-    return kept
+            rec.launch(ended, exact=False)
+    return rec.kept()
 
 
 @dataclass
@@ -240,8 +278,6 @@ class BuildReport:
 
 
 def _default_workers(total_steps: int) -> int:
-    import os
-
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return min(2, cores or 1) if total_steps >= 200_000 else 1
 
@@ -266,45 +302,26 @@ def collect_episodes(
     simulated = 0
     start = time.perf_counter()
     with (
-        _progress_bar(progress) as pb,
+        Progress(progress, log_lines=True) as bars,
         _single_threaded_blas(),
         LockstepEnvs(env_id, n_envs, workers=workers) as envs,
     ):
-        task = pb.add_task(f"building {name}", total=total) if pb is not None else None
-
-        base = 0
+        bar = bars.task(f"building {name}", total)
         for seg in segs:
             ep_seed = seg.seed
             for part in seg.parts:
-                part_done = 0
+                shown = 0  # steps of this part on the bar: at most its size
 
-                def tick(k: int, _base: int = base, _cap: int = part.steps) -> None:
-                    nonlocal simulated, part_done
+                def tick(k: int, _cap: int = part.steps) -> None:
+                    nonlocal simulated, shown
                     simulated += k
-                    part_done += k
-                    if pb is not None:
-                        pb.update(task, completed=_base + min(part_done, _cap))
+                    step = min(shown + k, _cap) - shown
+                    shown += step
+                    bar.advance(step)
 
                 eps = collect_part(envs, part, ep_seed, tick)
-                n_steps = sum(len(e["rewards"]) for e in eps)
-                base += part.steps
-                if pb is not None:
-                    pb.update(task, completed=base)
-                parts_meta.append(
-                    {
-                        "segment": seg.kind,
-                        "policy": part.policy,
-                        "stochastic": part.stochastic,
-                        "noise": part.noise,
-                        "steps": part.steps,
-                        "first_seed": ep_seed,
-                        "episodes": len(eps),
-                        "transitions": n_steps,
-                        "source": pack_index()[part.policy]["source"]
-                        if part.policy != "random"
-                        else "uniform random actions in [-1, 1]",
-                    }
-                )
+                bar.advance(part.steps - shown)
+                parts_meta.append(_part_record(seg, part, ep_seed, eps))
                 episodes.extend(eps)
                 ep_seed += len(eps)
     seconds = time.perf_counter() - start
@@ -324,73 +341,29 @@ def collect_episodes(
     return episodes, report
 
 
+def _part_record(seg: Segment, part: Part, first_seed: int, eps: list[dict[str, Any]]) -> dict:
+    """What one recorded part holds (the dataset's metadata and `BuildReport.parts`)."""
+    return {
+        "segment": seg.kind,
+        "policy": part.policy,
+        "stochastic": part.stochastic,
+        "noise": part.noise,
+        "steps": part.steps,
+        "first_seed": first_seed,
+        "episodes": len(eps),
+        "transitions": sum(len(e["rewards"]) for e in eps),
+        "source": pack_index()[part.policy]["source"]
+        if part.policy != "random"
+        else "uniform random actions in [-1, 1]",
+    }
+
+
 def _single_threaded_blas() -> Any:
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover - only slower
-        import contextlib
-
         return contextlib.nullcontext()
     return threadpool_limits(1)
-
-
-class _NoBar:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-class _LogProgress:
-    """Plain progress lines (every 5%) for logs, where a live bar would not render."""
-
-    def __init__(self) -> None:
-        self.total, self.shown, self.start, self.text = 1, -1, time.perf_counter(), ""
-
-    def __enter__(self) -> "_LogProgress":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def add_task(self, text: str, total: int) -> int:
-        self.text, self.total = text, max(total, 1)
-        return 0
-
-    def update(self, task: int, completed: int) -> None:
-        del task
-        pct = int(20 * completed / self.total) * 5
-        if pct > self.shown:
-            self.shown = pct
-            rate = completed / max(time.perf_counter() - self.start, 1e-9)
-            print(f"{self.text}: {completed}/{self.total} ({pct}%), {rate:.0f} steps/s", flush=True)
-
-
-def _progress_bar(progress: bool) -> Any:
-    import sys
-
-    if not progress:
-        return _NoBar()
-    if not sys.stderr.isatty():
-        return _LogProgress()
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("steps"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
 
 
 def build_dataset(
