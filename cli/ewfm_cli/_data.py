@@ -1,6 +1,11 @@
 """``ewfm data``: build, list and describe offline-RL datasets (Minari)."""
 
+import contextlib
+from collections.abc import Iterator
+
 import typer
+
+from ._common import fail
 
 app = typer.Typer(
     help="Offline RL datasets: build D4RL-style ones from the policy pack, list, describe.",
@@ -8,22 +13,22 @@ app = typer.Typer(
 )
 
 
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
+@contextlib.contextmanager
+def _refusals() -> Iterator[None]:
+    """The library's refusals (unknown name, missing extra or dataset, a build already there
+    or under way) as the one-line error exit; the library checks, the CLI only reports."""
+    import ewfm.rl as rl
 
-
-def _rl():
     try:
-        import ewfm.rl as rl
-        from ewfm.rl._data._deps import gymnasium, minari
-
-        gymnasium()
-        minari()
-    except ImportError as e:
-        _fail(str(e))
-        raise
-    return rl
+        yield
+    except (
+        ValueError,
+        FileNotFoundError,
+        FileExistsError,
+        rl.MissingExtraError,
+        rl.BuildInProgressError,
+    ) as e:
+        fail(str(e))
 
 
 @app.command()
@@ -40,14 +45,12 @@ def build(
     ),
 ) -> None:
     """Build a D4RL-style dataset on Gymnasium MuJoCo v5 from the bundled policy pack."""
-    rl = _rl()
-    try:
+    import ewfm.rl as rl
+
+    with _refusals():
         report = rl.build_dataset_report(
             name, steps=steps, overwrite=overwrite, seed=seed, n_envs=envs, workers=workers
         )
-    except (ValueError, FileExistsError, rl.BuildInProgressError) as e:
-        _fail(str(e))
-        return
     norm = rl.normalized_score(name, report.returns)
     typer.echo(
         f"{report.dataset_id}: {report.transitions} transitions, {report.episodes} episodes, "
@@ -59,12 +62,15 @@ def build(
 @app.command("list")
 def list_() -> None:
     """Built-in recipes (built or not) and the local Minari datasets."""
-    rl = _rl()
     from rich.console import Console
     from rich.table import Table
 
+    import ewfm.rl as rl
+
+    with _refusals():
+        rows = rl.list_datasets()
     table = Table("name", "Minari id", "local", "transitions", "episodes")
-    for row in rl.list_datasets():
+    for row in rows:
         table.add_row(
             row.name or "-",
             row.dataset_id,
@@ -81,12 +87,10 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Size, episodes and return statistics (raw and D4RL-normalised) of a local dataset."""
-    rl = _rl()
-    try:
+    import ewfm.rl as rl
+
+    with _refusals():
         info_ = rl.dataset_info(name_or_id)
-    except (ValueError, FileNotFoundError) as e:
-        _fail(str(e))
-        return
     if as_json:
         import json
 

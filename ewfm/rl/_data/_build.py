@@ -293,6 +293,8 @@ def collect_episodes(
 ) -> tuple[list[dict[str, Any]], BuildReport]:
     """Record every part of a built-in dataset; the episodes (in order) and a report."""
     env, _ = parse_builtin(name)
+    if n_envs < 1:
+        raise ValueError(f"n_envs must be a positive number of environments, got {n_envs}")
     env_id = recipes()[env]["env"]
     segs = dataset_plan(name, steps=steps, seed=seed)
     total = sum(p.steps for s in segs for p in s.parts)
