@@ -48,14 +48,15 @@ def build(
     import ewfm.rl as rl
 
     with _refusals():
-        report = rl.build_dataset_report(
+        id_ = rl.build_dataset(
             name, steps=steps, overwrite=overwrite, seed=seed, n_envs=envs, workers=workers
         )
-    norm = rl.normalized_score(name, report.returns)
+    info = rl.dataset_info(id_)
     typer.echo(
-        f"{report.dataset_id}: {report.transitions} transitions, {report.episodes} episodes, "
-        f"normalised return {norm.mean():.1f} ± {norm.std():.1f}; built in "
-        f"{report.seconds:.1f} s ({report.steps_per_second:.0f} simulated steps/s)"
+        f"{id_}: {info.transitions} transitions, {info.episodes} episodes, normalised return "
+        f"{info.normalized_mean:.1f} ± {info.normalized_std:.1f}; built in "
+        f"{info.recipe['build_seconds']:.1f} s ({info.recipe['steps_per_second']:.0f} "
+        "simulated steps/s)"
     )
 
 

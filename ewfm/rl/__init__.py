@@ -37,7 +37,6 @@ from ._data import (
     PackPolicy as PackPolicy,
     Transitions as Transitions,
     build_dataset as build_dataset,
-    build_dataset_report as build_dataset_report,
     builtin_names as builtin_names,
     check_shapes as check_shapes,
     collect_episodes as collect_episodes,

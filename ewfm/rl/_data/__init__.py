@@ -11,7 +11,6 @@ from ..._experiment import MissingExtraError as MissingExtraError
 from ._build import (
     BuildReport as BuildReport,
     build_dataset as build_dataset,
-    build_dataset_report as build_dataset_report,
     collect_episodes as collect_episodes,
     dataset_plan as dataset_plan,
     ensure_dataset as ensure_dataset,
