@@ -62,3 +62,28 @@ def legacy_close(actual, expected) -> None:
         np.testing.assert_array_equal(np.asarray(actual), np.asarray(expected))
     else:
         np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), rtol=1e-5, atol=1e-6)
+
+
+def import_extra(extra: str, *modules: str) -> None:
+    """Import an optional extra's packages before a test file uses them.
+
+    A missing one is an error, so that a CI without the extra fails instead of skipping
+    the file silently (CI installs ``.[dev]``, which holds every extra); with
+    ``EWFM_ALLOW_MISSING_EXTRAS=1`` the file is skipped instead, for a partial install.
+    """
+    import importlib
+    import os
+
+    import pytest
+
+    for module in modules:
+        if os.environ.get("EWFM_ALLOW_MISSING_EXTRAS") == "1":
+            pytest.importorskip(module)
+            continue
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise ImportError(
+                f"{module} is missing: install the [{extra}] extra (pip install -e '.[dev]'), "
+                "or set EWFM_ALLOW_MISSING_EXTRAS=1 to skip the tests that need it"
+            ) from e

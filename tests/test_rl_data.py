@@ -14,11 +14,11 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
-
-pytest.importorskip("gymnasium")
-pytest.importorskip("minari")
+from helpers import import_extra
 
 import ewfm.rl as rl
+
+import_extra("rl", "gymnasium", "minari")  # an error without [rl] (a skip only on request)
 
 SMALL = 2000  # transitions of the shared small hopper-medium build
 
