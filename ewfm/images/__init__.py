@@ -1,22 +1,38 @@
 """Energy-guided image synthesis: colour-steered generation with exact targets.
 
 Procedural shapes (exact hues) and Twemoji colour emoji (the ``[images]`` extra), the hue
-energy, the exact guided target of a finite image set, a convolutional U-Net field, EFM / ED /
-CFG training through `ewfm.fit`, sampling through `ewfm.sample`, metrics and beta sweeps.
-Import explicitly: ``import ewfm.images``.
+energy, the exact guided target of a finite image set, a convolutional U-Net field, the
+methods (`METHODS`: EFM, ED and the CFG and CEP baselines) trained through `ewfm.fit` and
+sampled with an `ewfm.Sampler`, run directories (`train`, `load_run`, `generate`), metrics
+and beta sweeps. Import explicitly: ``import ewfm.images``.
 """
 
-from ._data import (
+from .._experiment import ConfigError as ConfigError, MissingExtraError as MissingExtraError
+from ._config import (
+    BETA_DRAWS as BETA_DRAWS,
+    BETA_NETS as BETA_NETS,
+    BETA_PHIS as BETA_PHIS,
     DATASETS as DATASETS,
-    INSTALL_HINT as INSTALL_HINT,
+    ED_PARAMS as ED_PARAMS,
+    GUIDANCE as GUIDANCE,
+    METHODS as METHODS,
+    PRESETS as PRESETS,
+    ImageConfig as ImageConfig,
+    check_guidance as check_guidance,
+    resolve_config as resolve_config,
+)
+from ._data import (
     ImageSet as ImageSet,
-    MissingExtraError as MissingExtraError,
+    TrainingSet as TrainingSet,
     cache_dir as cache_dir,
     check_dataset as check_dataset,
     hsv_to_rgb as hsv_to_rgb,
+    image_classes as image_classes,
     load_dataset as load_dataset,
     load_twemoji as load_twemoji,
     make_shapes as make_shapes,
+    resolve_energy as resolve_energy,
+    training_set as training_set,
     twemoji_dir as twemoji_dir,
 )
 from ._energy import (
@@ -29,35 +45,13 @@ from ._energy import (
     mean_hue as mean_hue,
     pixel_hue_chroma as pixel_hue_chroma,
 )
-from ._experiment import (
-    BETA_DRAWS as BETA_DRAWS,
-    BETA_NETS as BETA_NETS,
-    BETA_PHIS as BETA_PHIS,
-    ED_PARAMS as ED_PARAMS,
-    METHOD_DOCS as METHOD_DOCS,
-    METHODS as METHODS,
-    PHI_KNOTS as PHI_KNOTS,
+from ._methods import (
     CEPNets as CEPNets,
-    EpsFromV as EpsFromV,
-    ImageConfig as ImageConfig,
-    ImageRun as ImageRun,
-    TrainingSet as TrainingSet,
-    check_method as check_method,
-    check_sampling_beta as check_sampling_beta,
-    default_betas as default_betas,
-    energy_phi as energy_phi,
-    generate as generate,
-    guided_field as guided_field,
-    image_classes as image_classes,
+    Method as Method,
     init_net as init_net,
-    load_run as load_run,
     loss_function as loss_function,
     net_structure as net_structure,
-    resolve_energy as resolve_energy,
-    save_run as save_run,
-    time_generation as time_generation,
-    train as train,
-    training_set as training_set,
+    sampler as sampler,
 )
 from ._metrics import (
     energy_summary as energy_summary,
@@ -66,8 +60,17 @@ from ._metrics import (
     nearest_neighbour as nearest_neighbour,
 )
 from ._plot import save_grid as save_grid, sweep_figure as sweep_figure, tile as tile
+from ._run import (
+    Run as Run,
+    generate as generate,
+    guided_field as guided_field,
+    load_run as load_run,
+    time_generation as time_generation,
+    train as train,
+)
 from ._sweep import (
     CFG_SCALES as CFG_SCALES,
+    default_betas as default_betas,
     match_scale as match_scale,
     sweep as sweep,
     sweep_markdown as sweep_markdown,
@@ -83,4 +86,9 @@ from ._target import (
     target_weights as target_weights,
     tv_distance as tv_distance,
 )
-from ._unet import UNetField as UNetField
+from ._unet import (
+    PHI_KNOTS as PHI_KNOTS,
+    EpsFromV as EpsFromV,
+    UNetField as UNetField,
+    energy_phi as energy_phi,
+)

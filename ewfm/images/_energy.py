@@ -26,20 +26,13 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float
 
+from ._config import check_target_hue
+
 ACHROMATIC = 1e-3
 """Mean resultant chroma below which an image counts as having no hue."""
 
 EnergyFn = Callable[[np.ndarray], ArrayLike]
 """A batch energy: images ``[B, H, W, 3]`` (RGB in [0, 1]) -> energies ``[B]``."""
-
-
-def check_target_hue(target_hue: float) -> float:
-    """Return ``target_hue`` as a float if it lies in ``[0, 360)`` degrees, else raise."""
-    h = float(target_hue)
-    if not (0.0 <= h < 360.0):
-        hint = f" (did you mean {h % 360.0:g}?)" if np.isfinite(h) else ""
-        raise ValueError(f"target hue must be in [0, 360) degrees, got {target_hue:g}{hint}.")
-    return h
 
 
 def check_images(images: ArrayLike, shape: tuple[int, int, int] | None = None) -> Array:
