@@ -2,21 +2,20 @@
 
 Collects (without writing) a recipe at a given size for each (environments, workers)
 setting and reports steps/s, plus the raw single-environment Gymnasium step rate as the
-ceiling of one core. Writes ``benchmarks/results/rl_build.json`` and prints a table. The
-machine is shared: note the load average printed with the results.
+ceiling of one core. Writes ``benchmarks/results/rl_build.json`` (with the command, commit,
+load and date) and prints a table. The machine may be shared: the load average before the
+run and at its end are recorded.
 
     python benchmarks/rl_build.py [--name hopper-medium] [--steps 100000]
-        [--settings 32x1,32x2] [--out benchmarks/results/rl_build.json]
+        [--settings 32x1,32x2]
 """
 
 import argparse
-import json
 import os
-import platform
 import time
-from pathlib import Path
 
 import numpy as np
+from _record import write_result
 
 
 def raw_env_rate(env_id: str, steps: int) -> float:
@@ -34,11 +33,10 @@ def raw_env_rate(env_id: str, steps: int) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--name", default="hopper-medium")
     p.add_argument("--steps", type=int, default=100_000)
     p.add_argument("--settings", default="32x1,32x2", help="ENVSxWORKERS, comma separated")
-    p.add_argument("--out", default="benchmarks/results/rl_build.json")
     args = p.parse_args()
 
     import ewfm.rl as rl
@@ -64,24 +62,12 @@ def main() -> None:
                 "minutes_per_1M": 1e6 / (report.simulated_steps / wall) / 60,
             }
         )
-    result = {
-        "name": args.name,
-        "steps": args.steps,
-        "machine": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "loadavg_before": load_before,
-        "loadavg_after": os.getloadavg(),
-        "rows": rows,
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(out)
+    result = {"name": args.name, "steps": args.steps, "loadavg_before": load_before, "rows": rows}
+    out = write_result("rl_build", result)  # its provenance holds the load at the end
     for r in rows:
         extra = f"  ({r['minutes_per_1M']:.1f} min per 1M)" if "minutes_per_1M" in r else ""
         print(f"{r['setting']:>28}: {r['steps_per_s']:8.0f} steps/s{extra}")
-    print(f"load average before/after: {load_before} / {result['loadavg_after']}")
+    print(f"load average before/after: {load_before} / {os.getloadavg()}")
     print(f"wrote {out}")
 
 

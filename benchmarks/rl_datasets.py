@@ -4,25 +4,23 @@ For each environment, collects ``expert``, ``medium`` and ``medium-replay`` at `
 transitions each (mixture proportions kept; nothing is written) and reports the per-episode
 D4RL-normalised return, mean ± std; ``medium-expert`` is the union of ``medium`` and
 ``expert``, so its statistics come from theirs. Writes
-``benchmarks/results/rl_datasets.json`` and prints a markdown table.
+``benchmarks/results/rl_datasets.json`` (with the command, commit, load and date) and
+prints a markdown table.
 
     python benchmarks/rl_datasets.py [--steps 30000] [--envs halfcheetah,hopper,walker2d]
 """
 
 import argparse
-import json
-import os
 import time
-from pathlib import Path
 
 import numpy as np
+from _record import write_result
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--steps", type=int, default=30_000)
     p.add_argument("--envs", default="halfcheetah,hopper,walker2d")
-    p.add_argument("--out", default="benchmarks/results/rl_datasets.json")
     args = p.parse_args()
 
     import ewfm.rl as rl
@@ -57,12 +55,7 @@ def main() -> None:
                 "normalized_std": float(both.std()),
             }
         )
-    result = {"steps_per_dataset": args.steps, "loadavg": os.getloadavg(), "rows": rows}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(out)
+    out = write_result("rl_datasets", {"steps_per_dataset": args.steps, "rows": rows})
     print("| dataset | transitions | episodes | normalised return |")
     print("|---|---|---|---|")
     for r in rows:

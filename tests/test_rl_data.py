@@ -2,13 +2,16 @@
 
 Every build here is small (a few thousand transitions) and goes to a temporary Minari
 datasets directory. References are independent: the README's forward pass written out
-again below, the returns recorded in ``index.json``, replaying a recorded episode in a
-fresh environment, plain single-environment rollouts, and exact concatenations.
+again below, the pack policies' returns measured over 200 episodes (checked against
+``index.json``), replaying a recorded episode in a fresh environment, plain
+single-environment rollouts, and exact concatenations. Without the ``[rl]`` extra the file
+fails (set ``EWFM_ALLOW_MISSING_EXTRAS=1`` to skip it instead).
 """
 
 import json
 import os
 import sys
+from pathlib import Path
 
 import jax.numpy as jnp
 import jax.random as jr
@@ -20,7 +23,7 @@ import ewfm.rl as rl
 
 import_extra("rl", "gymnasium", "minari")  # an error without [rl] (a skip only on request)
 
-SMALL = 2000  # transitions of the shared small hopper-medium build
+SMALL = 8000  # transitions of the shared small hopper-medium build (about 18 episodes)
 
 
 @pytest.fixture(scope="module")
@@ -118,22 +121,52 @@ def test_pack_policy_matches_readme_forward(name):
         np.testing.assert_allclose(out, ref, atol=2e-5)
 
 
-def _tolerance(recorded_std, n):
-    # 4 standard errors of the difference of our n-episode mean and index.json's 10-episode one
-    return 4 * recorded_std * np.sqrt(1 / n + 1 / 10) + 1e-6
+# The pack policies' returns over 200 episodes each (seeds 5,000,000 on, disjoint from the
+# seeds below), measured by `python benchmarks/rl_pack_returns.py --episodes 200`.
+# index.json's 10-episode figures pin a mean only to ±std/√10 (±250 for hopper/sac's
+# stochastic returns), too loose a reference for a test.
+PACK_RETURNS = (
+    Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "rl_pack_returns.json"
+)
+
+
+def _measured(name, mode):
+    rows = json.loads(PACK_RETURNS.read_text())["rows"]
+    return next(r for r in rows if (r["policy"], r["mode"]) == (name, mode))
+
+
+def _assert_policy_mean(returns, name, mode, k=3.0):
+    """The mean of ``returns`` (episodes of the policy) is within ``k`` standard errors of
+    the policy's measured mean (the errors of both means: ours std/√n, the reference's)."""
+    ref = _measured(name, mode)
+    se = np.sqrt(ref["std"] ** 2 / len(returns) + ref["se"] ** 2)
+    z = (np.mean(returns) - ref["mean"]) / se
+    assert abs(z) <= k, (
+        f"{name} {mode}: mean {np.mean(returns):.1f} vs {ref['mean']:.1f} (z {z:+.2f})"
+    )
+
+
+def test_measured_returns_agree_with_index():
+    """The 200-episode references agree with index.json's recorded 10-episode returns."""
+    for r in json.loads(PACK_RETURNS.read_text())["rows"]:
+        mean, std = rl.pack_index()[r["policy"]][f"return_{r['mode']}_v5"]
+        assert (mean, std) == (r["index_mean"], r["index_std"])
+        z = (r["mean"] - mean) / np.sqrt(r["se"] ** 2 + std**2 / 10)
+        assert abs(z) <= 3, (r["policy"], r["mode"], z)
 
 
 @pytest.mark.parametrize(
     ("name", "episodes"),
-    [("hopper/ars", 2), ("hopper/sac", 4), ("walker2d/ppo", 2)],
+    # hopper/sac's deterministic returns are bimodal: ~1,100 when it falls after ~300 steps,
+    # ~3,550 in the ~2% of episodes that reach the time limit (seeds 7 and 13 of 0-15 do)
+    [("hopper/ars", 2), ("hopper/sac", 4), ("walker2d/ppo", 8)],
 )
-def test_evaluate_reproduces_index_returns(name, episodes):
-    """The forward pass and the harness together reproduce the recorded v5 returns."""
-    mean, std = rl.pack_index()[name]["return_deterministic_v5"]
+def test_evaluate_reproduces_measured_returns(name, episodes):
+    """The forward pass and the harness together reproduce the policy's v5 returns."""
     env_id = rl.pack_index()[name]["env"]
     res = rl.evaluate(rl.pack_policy(name), env_id, episodes, seed=0)
     assert res.episodes == episodes and res.returns.shape == (episodes,)
-    assert abs(res.mean - mean) <= _tolerance(std, episodes), (res.mean, mean, std)
+    _assert_policy_mean(res.returns, name, "deterministic")
     np.testing.assert_allclose(res.normalized, rl.normalized_score(env_id, res.returns))
 
 
@@ -212,14 +245,17 @@ def test_recorded_episode_replays_exactly(medium):
 
 
 def test_medium_return_matches_its_policy(medium):
-    """Mean episode return of a medium build vs the policy's stochastic index.json return."""
+    """Mean episode return of a medium build vs its policy's (hopper/sac, stochastic)."""
     t = rl.load_transitions(medium)
     rets = rl.episode_returns(t)
-    mean, std = rl.pack_index()["hopper/sac"]["return_stochastic_v5"]
-    assert abs(rets.mean() - mean) <= _tolerance(std, len(rets))
+    assert len(rets) >= 15  # enough episodes for a mean within ±30% at 3 standard errors
+    _assert_policy_mean(rets, "hopper/sac", "stochastic")  # z +0.03 on the 18 episodes
+    with pytest.raises(AssertionError, match="z "):  # the check tells policies apart
+        _assert_policy_mean(rets, "hopper/ars", "deterministic")
     info = rl.dataset_info("hopper-medium")
     assert info.episodes == len(rets) and info.transitions == t.size
     np.testing.assert_allclose(info.return_mean, rets.mean())
+    assert info.normalized_mean is not None  # built-in datasets have reference scores
     np.testing.assert_allclose(
         info.normalized_mean, rl.normalized_score("hopper-medium", rets).mean()
     )
