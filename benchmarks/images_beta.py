@@ -6,7 +6,8 @@ samples at each beta and scores them against the exact target: mean energy (± s
 error) vs the exact target's, and the hue-class TV distance vs its finite-sample floor.
 ``z0`` is the beta-0 bias in standard errors, ``(mean E - target) / se``; a sampler that
 matches the data at beta 0 gives ``|z0| < 3`` (the behavioural test's criterion).
-Merges one record per ``--name`` into ``benchmarks/results/images_beta.json``; prints it.
+Merges one record per ``--name`` (with its provenance) into
+``benchmarks/results/images_beta.json``; prints it.
 
     python benchmarks/images_beta.py --name sample --beta-draw sample [--beta-zero 0.25]
         [--beta-net residual|input] [--beta-phi linear|energy] [--method efm|ed|cep]
@@ -16,7 +17,6 @@ Merges one record per ``--name`` into ``benchmarks/results/images_beta.json``; p
 """
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import jax.random as jr
 import numpy as np
+from _record import RESULTS, write_result
 
 import ewfm.images as im
-from ewfm._experiment import write_text_atomic
 
 
 def main() -> None:
@@ -41,7 +41,9 @@ def main() -> None:
     ap.add_argument("--ed-param", default="v", choices=list(im.ED_PARAMS))
     ap.add_argument("--beta-groups", type=int, default=4)
     ap.add_argument("--beta-scale", type=float, default=1.0)
-    ap.add_argument("--method", default="efm", choices=["efm", "ed", "cep"])
+    ap.add_argument(
+        "--method", default="efm", choices=[m for m, g in im.GUIDANCE.items() if g == "beta"]
+    )
     ap.add_argument(
         "--fixed-beta", type=float, default=None, help="train at this beta (0: the unguided model)"
     )
@@ -50,7 +52,11 @@ def main() -> None:
     ap.add_argument("--betas", default="0,1,3,10")
     ap.add_argument("--score", default=None, help="score this run directory, do not train")
     ap.add_argument("--run-dir", default=None, help="where to save the trained run")
-    ap.add_argument("--out", default="benchmarks/results/images_beta.json")
+    ap.add_argument(
+        "--out",
+        default="benchmarks/results/images_beta.json",
+        help="results file, under benchmarks/results/ (only its name counts)",
+    )
     args = ap.parse_args()
 
     load0 = os.getloadavg()
@@ -59,17 +65,20 @@ def main() -> None:
         cfg = run.cfg
         ts = im.training_set(cfg)
     else:
-        cfg = im.ImageConfig.quick(
-            method=args.method,
-            beta=args.fixed_beta,
-            steps=args.steps,
-            beta_draw=args.beta_draw,
-            beta_zero=args.beta_zero,
-            beta_net=args.beta_net,
-            beta_phi=args.beta_phi,
-            ed_param=args.ed_param,
-            beta_groups=args.beta_groups,
-            beta_scale=args.beta_scale,
+        cfg = im.resolve_config(
+            "quick",
+            overrides=dict(
+                method=args.method,
+                beta=args.fixed_beta,
+                steps=args.steps,
+                beta_draw=args.beta_draw,
+                beta_zero=args.beta_zero,
+                beta_net=args.beta_net,
+                beta_phi=args.beta_phi,
+                ed_param=args.ed_param,
+                beta_groups=args.beta_groups,
+                beta_scale=args.beta_scale,
+            ),
         )
         ts = im.training_set(cfg)
         run = im.train(cfg, args.run_dir, data=ts)
@@ -113,11 +122,9 @@ def main() -> None:
         "machine": platform.machine(),
         "rows": rows,
     }
-    out = Path(args.out)
-    results = json.loads(out.read_text()) if out.is_file() else {}
-    results[args.name] = record
-    write_text_atomic(out, json.dumps(results, indent=2) + "\n")
-    print(f"{args.name}: train {record['train_cpu_s']} CPU-s; wrote {out}")
+    out = write_result(Path(args.out).stem, record, merge_key=args.name)
+    where = out.relative_to(RESULTS.parent.parent)
+    print(f"{args.name}: train {record['train_cpu_s']} CPU-s; wrote {where}")
 
 
 if __name__ == "__main__":

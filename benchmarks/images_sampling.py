@@ -10,16 +10,15 @@ evaluation (one backward pass): the guidance cost EFM does not pay.
 """
 
 import argparse
-import json
 import os
 import statistics
 import time
 from pathlib import Path
 
 import jax.random as jr
+from _record import RESULTS, write_result
 
 import ewfm.images as im
-from ewfm._experiment import write_text_atomic
 
 
 def main() -> None:
@@ -28,7 +27,11 @@ def main() -> None:
     ap.add_argument("--beta", type=float, default=3.0)
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--out", default="benchmarks/results/images_sampling.json")
+    ap.add_argument(
+        "--out",
+        default="benchmarks/results/images_sampling.json",
+        help="results file, under benchmarks/results/ (only its name counts)",
+    )
     args = ap.parse_args()
     runs = [im.load_run(r) for r in args.runs]
     for run in runs:  # compile and warm up
@@ -47,7 +50,7 @@ def main() -> None:
             {
                 "run": path,
                 "method": run.cfg.method,
-                "solver": run.cfg.sampler[0],
+                "solver": run.sampler.solver,
                 "steps": run.cfg.sample_steps,
                 "median_s": med,
                 "all_s": ts,
@@ -56,8 +59,8 @@ def main() -> None:
         )
         print(f"{path}: {run.cfg.method} {med:.2f} s per {args.n} images ({med / base:.2f}x)")
     record = {"beta": args.beta, "n": args.n, "loadavg": os.getloadavg(), "rows": rows}
-    write_text_atomic(Path(args.out), json.dumps(record, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    out = write_result(Path(args.out).stem, record)
+    print(f"wrote {out.relative_to(RESULTS.parent.parent)}")
 
 
 if __name__ == "__main__":
