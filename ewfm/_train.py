@@ -20,7 +20,7 @@ import jax.random as jr
 import optax
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
-from ._experiment import atomic_path
+from ._experiment import Progress, atomic_path
 
 LossFn = Callable[[Any, Any, PRNGKeyArray], Float[Array, ""]]
 
@@ -168,61 +168,28 @@ def fit(
         put = lambda x: jax.device_put(x, replicated) if eqx.is_array(x) else x
         data, train_state = jax.tree_util.tree_map(put, (data, train_state))
     history: list[dict[str, float]] = []
-    bar = _progress(progress, description, epochs)
-    for e in range(epochs):
-        t0 = time.perf_counter()
-        train_state, losses = epoch_fn(train_state, data, jr.fold_in(key, e))
-        loss = float(jnp.mean(losses))
-        metrics = {
-            "epoch": float(e + 1),
-            "loss": loss,
-            "last_loss": float(losses[-1]),
-            "seconds": time.perf_counter() - t0,
-        }
-        if not jnp.isfinite(loss):
-            raise FloatingPointError(
-                f"{description}: the loss became {loss} in epoch {e + 1}; lower the learning "
-                "rate or check the data and energies for extreme values."
-            )
-        history.append(metrics)
-        if callback is not None:
-            callback(e + 1, train_state, metrics)
-        bar.advance(loss)
-    bar.close()
+    with Progress(progress) as bars:
+        bar = bars.task(description, epochs)
+        for e in range(epochs):
+            t0 = time.perf_counter()
+            train_state, losses = epoch_fn(train_state, data, jr.fold_in(key, e))
+            loss = float(jnp.mean(losses))
+            metrics = {
+                "epoch": float(e + 1),
+                "loss": loss,
+                "last_loss": float(losses[-1]),
+                "seconds": time.perf_counter() - t0,
+            }
+            if not jnp.isfinite(loss):
+                raise FloatingPointError(
+                    f"{description}: the loss became {loss} in epoch {e + 1}; lower the "
+                    "learning rate or check the data and energies for extreme values."
+                )
+            history.append(metrics)
+            if callback is not None:
+                callback(e + 1, train_state, metrics)
+            bar.advance(loss=loss)
     return FitResult(state=train_state, history=history)
-
-
-class _progress:
-    """A rich progress bar over epochs (a no-op when disabled)."""
-
-    def __init__(self, enabled: bool, description: str, total: int):
-        self.bar = None
-        if enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-
-            self.bar = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]:.4g}"),
-                TimeRemainingColumn(),
-            )
-            self.bar.start()
-            self.task = self.bar.add_task(description, total=total, loss=float("nan"))
-
-    def advance(self, loss: float) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, advance=1, loss=loss)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
 
 
 def save_checkpoint(path: str | os.PathLike, tree: PyTree, metadata: dict | None = None) -> None:
