@@ -13,7 +13,6 @@ average is recorded too.
 """
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -22,19 +21,23 @@ from pathlib import Path
 
 import jax
 import jax.random as jr
+from _record import RESULTS, write_result
 
 import ewfm.toy as toy
-from ewfm._experiment import write_text_atomic
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--data", default="8gaussians", choices=toy.DATASETS)
     ap.add_argument("--beta", type=float, default=3.0)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--steps", type=int, default=200, help="training steps (speed only)")
-    ap.add_argument("--out", default="benchmarks/results/toy.json")
+    ap.add_argument(
+        "--out",
+        default="benchmarks/results/toy.json",
+        help="results file, under benchmarks/results/ (only its name counts)",
+    )
     args = ap.parse_args()
 
     cfg = toy.ToyConfig(steps=args.steps)
@@ -61,13 +64,12 @@ def main() -> None:
             times[m].append(time.perf_counter() - t0)
     rows = {}
     for m, model in models.items():
-        nfe = 2 * model.steps if model.solver in ("midpoint", "heun") else model.steps
         rows[m] = {
             "ms_per_1000": 1000 * min(times[m]) * 1000 / args.n,
             "median_ms_per_1000": 1000 * statistics.median(times[m]) * 1000 / args.n,
-            "solver": model.solver,
-            "steps": model.steps,
-            "nfe": nfe,
+            "solver": model.sampler.solver,
+            "steps": model.sampler.steps,
+            "nfe": model.sampler.nfe,
         }
     ref = rows["efm"]["ms_per_1000"]
     for r in rows.values():
@@ -95,10 +97,8 @@ def main() -> None:
             f"{r['ratio_to_efm']:7.2f}"
         )
     print(f"QGPO / EFM = {result['qgpo_over_efm']:.2f}; QGPO / ED = {result['qgpo_over_ed']:.2f}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out, json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    out = write_result(Path(args.out).stem, result)
+    print(f"wrote {out.relative_to(RESULTS.parent.parent)}")
 
 
 if __name__ == "__main__":

@@ -1,71 +1,73 @@
-"""`ewfm toy`: 2D energy-guided generation scored against the exact target (ewfm.toy)."""
+"""`ewfm toy`: 2D energy-guided generation scored against the exact target (ewfm.toy).
 
+The settings flags are generated from `ewfm.toy.ToyConfig` (help, choices and defaults are
+declared once, on its fields); the library checks every value.
+"""
+
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import typer
+
+from ._common import config_options, fail, given, light_module, option, with_signature
+
+_config = light_module("toy._config")
+ToyConfig = _config.ToyConfig
 
 app = typer.Typer(
     help="2D toy experiments: guided generation measured against the exact target.",
     no_args_is_help=True,
 )
 
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
-
-
-def _split(text: str) -> list[str]:
-    return [s.strip() for s in text.split(",") if s.strip()]
-
-
-def _check_names(names: list[str], valid: tuple[str, ...], what: str) -> None:
-    for n in names:
-        if n not in valid:
-            _fail(f"unknown {what} {n!r}; choose one of {', '.join(valid)}.")
-
-
-def _check_beta(b: float) -> None:
-    if not (b >= 0.0 and b < float("inf")):
-        _fail(f"beta must be a finite number >= 0, got {b}.")
+_PRESETS = "; ".join(
+    f"{name}: " + (", ".join(f"{k} {v}" for k, v in over.items()) or "the defaults below")
+    for name, over in _config.PRESETS.items()
+)
+_COMMON = [
+    option(
+        "preset", "default", "--preset",
+        help=f"named settings to start from ({_PRESETS}); --config and flags override them",
+        annotation=str,
+    ),
+    option("quick", False, "--quick", help="short for --preset quick", annotation=bool),
+    option(
+        "config", None, "--config",
+        help="TOML file of settings: flat keys, or keys under a table named toy",
+        annotation=Optional[Path],  # noqa: UP045 (typer reads the annotation)
+    ),
+]  # fmt: skip
 
 
-def _config(quick: bool, steps: int | None, seed: int) -> Any:
-    from ewfm.toy import ToyConfig
+def _settings(kwargs: dict[str, Any]) -> tuple[Any, str]:
+    """The resolved `ToyConfig` and the preset name, from the flags the user gave."""
+    import ewfm.toy as toy
 
-    over: dict[str, Any] = {"seed": seed} | ({"steps": steps} if steps is not None else {})
-    try:
-        return ToyConfig.quick(**over) if quick else ToyConfig(**over)
-    except ValueError as e:
-        _fail(str(e))
+    preset = kwargs.pop("preset")
+    if kwargs.pop("quick"):
+        preset = "quick"
+    cfg = toy.resolve_config(preset, kwargs.pop("config"), given(kwargs, ToyConfig))
+    return cfg, preset
 
 
-@app.command()
-def run(
-    data: str = typer.Option(..., "--data", help="Data set: 8gaussians, swissroll, rings, ..."),
-    method: str = typer.Option("efm", "--method", help="efm, ed, qgpo, fm, cfg or efm-beta."),
-    beta: float = typer.Option(3.0, "--beta", help="Guidance strength beta >= 0."),
-    out: Path = typer.Option(..., "--out", help="Directory for metrics.json and samples.png."),
-    quick: bool = typer.Option(False, "--quick", help="Short training, few samples."),
-    steps: int | None = typer.Option(None, "--steps", help="Override training steps."),
-    seed: int = typer.Option(0, "--seed"),
-) -> None:
+def _split(text: str | None) -> list[str] | None:
+    return None if text is None else [s.strip() for s in text.split(",") if s.strip()]
+
+
+def run(**kwargs: Any) -> None:
     """Train one method on one data set at one beta; write metrics.json and samples.png."""
-    from ewfm.toy import DATASETS, METHODS
+    out = kwargs.pop("out")
+    try:
+        import ewfm.toy as toy
 
-    _check_names([data], DATASETS, "data set")
-    _check_names([method], METHODS, "method")
-    _check_beta(beta)
-    cfg = _config(quick, steps, seed)
+        cfg, _ = _settings(kwargs)
+        result = toy.train(cfg, out, progress=True)
+    except (ValueError, ImportError, FileNotFoundError) as e:
+        fail(str(e))
     from rich.console import Console
     from rich.table import Table
 
-    from ewfm.toy import run_experiment, save_run
-
-    result = run_experiment(data, method, beta, cfg, progress=True)
-    save_run(result, out, cfg)
-    table = Table(title=f"{data} / {method} / beta = {beta:g}")
+    table = Table(title=f"{cfg.data} / {cfg.method} / beta = {cfg.beta:g}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in result.metrics.items():
@@ -75,49 +77,26 @@ def run(
     typer.echo(f"wrote {out / 'metrics.json'} and {out / 'samples.png'}")
 
 
-@app.command()
-def sweep(
-    out: Path = typer.Option(..., "--out", help="Directory for summary.json/.md and figures."),
-    quick: bool = typer.Option(
-        False, "--quick", help="Small version: 2 data sets, beta 0 and 3, short training."
-    ),
-    data: str | None = typer.Option(None, "--data", help="Comma-separated data sets."),
-    methods: str | None = typer.Option(None, "--methods", help="Comma-separated methods."),
-    betas: str | None = typer.Option(None, "--betas", help="Comma-separated betas."),
-    steps: int | None = typer.Option(None, "--steps", help="Override training steps."),
-    seed: int = typer.Option(0, "--seed"),
-) -> None:
+def sweep(**kwargs: Any) -> None:
     """Run data sets × methods × beta; write summary.json, summary.md and figure grids."""
-    import sys
-
-    from ewfm.toy import (
-        DATASETS,
-        METHODS,
-        QUICK_BETAS,
-        QUICK_DATASETS,
-        SWEEP_BETAS,
-    )
-
-    ds = _split(data) if data else list(QUICK_DATASETS if quick else DATASETS)
-    ms = _split(methods) if methods else list(METHODS)
-    _check_names(ds, DATASETS, "data set")
-    _check_names(ms, METHODS, "method")
+    out = kwargs.pop("out")
+    data, methods, betas = kwargs.pop("data"), kwargs.pop("methods"), kwargs.pop("betas")
     try:
-        bs = (
-            [float(b) for b in _split(betas)]
-            if betas
-            else list(QUICK_BETAS if quick else SWEEP_BETAS)
-        )
-    except ValueError:
-        _fail(f"--betas must be comma-separated numbers, got {betas!r}.")
-        return
-    for b in bs:
-        _check_beta(b)
-    cfg = _config(quick, steps, seed)
-    from ewfm.toy import sweep as run_sweep
+        import ewfm.toy as toy
 
-    command = "ewfm " + " ".join(sys.argv[1:])
-    summary = run_sweep(out, cfg, datasets=ds, methods=ms, betas=bs, progress=True, command=command)
+        cfg, preset = _settings(kwargs)
+        quick = preset == "quick"
+        summary = toy.sweep(
+            out,
+            cfg,
+            datasets=_split(data) or (toy.QUICK_DATASETS if quick else toy.DATASETS),
+            methods=_split(methods) or tuple(toy.METHODS),
+            betas=_split(betas) or (toy.QUICK_BETAS if quick else toy.SWEEP_BETAS),
+            progress=True,
+            command="ewfm " + " ".join(sys.argv[1:]),
+        )
+    except (ValueError, ImportError, FileNotFoundError) as e:
+        fail(str(e))
     typer.echo(
         f"{len(summary['records'])} runs in {summary['seconds']:.0f} s; wrote "
         f"{out / 'summary.json'}, {out / 'summary.md'} and grid_*.png"
@@ -128,3 +107,57 @@ def sweep(
         typer.echo(
             f"guided runs within 1.5x of unguided fm's distance to the data: {ok}/{len(goals)}"
         )
+
+
+_run_out = option(
+    "out",
+    ...,
+    "--out",
+    "-o",
+    help="directory for config.json, metrics.json and samples.png (empty, or a run of the "
+    "same settings, which is redone)",
+    annotation=Path,
+)
+_sweep_out = option(
+    "out",
+    ...,
+    "--out",
+    "-o",
+    help="directory for config.json, summary.json, summary.md and the figure grids",
+    annotation=Path,
+)
+_lists = [
+    option(
+        "data",
+        None,
+        "--data",
+        help="comma-separated data sets [default: all six; with --quick: "
+        + ",".join(_config.QUICK_DATASETS)
+        + "]. Choices: "
+        + ", ".join(_config.DATASETS),
+        annotation=Optional[str],  # noqa: UP045
+    ),
+    option(
+        "methods",
+        None,
+        "--methods",
+        help="comma-separated methods [default: all]. Choices: "
+        + "; ".join(f"{k}: {v}" for k, v in _config.METHODS.items()),
+        annotation=Optional[str],  # noqa: UP045
+    ),
+    option(
+        "betas",
+        None,
+        "--betas",
+        help="comma-separated guidance strengths >= 0 [default: "
+        + ",".join(f"{b:g}" for b in _config.SWEEP_BETAS)
+        + "; with --quick: "
+        + ",".join(f"{b:g}" for b in _config.QUICK_BETAS)
+        + "]",
+        annotation=Optional[str],  # noqa: UP045
+    ),
+]
+_run_flags = [_run_out, *_COMMON, *config_options(ToyConfig)]
+_sweep_flags = [_sweep_out, *_COMMON, *_lists, *config_options(ToyConfig, skip=_config.RUN_FIELDS)]
+app.command("run")(with_signature(run, _run_flags))
+app.command("sweep")(with_signature(sweep, _sweep_flags))

@@ -13,14 +13,8 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
-DATASETS: tuple[str, ...] = (
-    "8gaussians",
-    "swissroll",
-    "rings",
-    "moons",
-    "checkerboard",
-    "2spirals",
-)
+from .._experiment import ConfigError
+from ._config import check_dataset
 
 ENERGIES: dict[str, str] = {
     "8gaussians": "k/7 for the mode k = 0..7 nearest to x, counted anticlockwise from the top "
@@ -32,13 +26,6 @@ ENERGIES: dict[str, str] = {
     "2spirals": "clip(1 - 0.3 |x|, 0, 1): the outer ends of the arms are preferred (QGPO's "
     "1 - n/10 along the arm, written as a function of the radius)",
 }
-
-
-def check_dataset(name: str) -> str:
-    """Return ``name`` if it is a known data set, else raise a one-line `ValueError`."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}.")
-    return name
 
 
 def _eight_gaussians(key: PRNGKeyArray, n: int) -> Array:
@@ -124,7 +111,7 @@ def dataset(name: str, n: int, key: PRNGKeyArray) -> Float[Array, "n 2"]:
     """Draw ``n`` points of the toy data set ``name`` (one of `DATASETS`)."""
     check_dataset(name)
     if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}.")
+        raise ConfigError(f"n must be >= 1, got {n}.")
     return _SAMPLERS[name](key, n)
 
 

@@ -1,4 +1,4 @@
-"""The guided-generation methods of the toy suite, all built from the core API.
+"""The guided-generation methods of the toy suite (`METHODS`), all built from the core API.
 
 - ``fm``: unguided conditional flow matching on the OT path (the reference).
 - ``efm``: energy-weighted flow matching ``L_CEFM`` on the OT path (Theorem 4.3).
@@ -12,9 +12,11 @@
   (Lemma 4.11); sampling uses guidance scale ``w = beta`` (`CFGField`), exact only at
   ``beta`` in {0, 1} (Lemma 4.10: CFG does not sample ``p p(c|x)^w`` otherwise).
 
-Every network has the same size and the same number of gradient steps (the training
-budget). Each *kind* of training compiles once: ``beta`` travels with the data, so one
-compiled epoch serves every data set and every ``beta``.
+A method is a list of networks, each a *kind* of training (`KINDS`: a loss and an initial
+network) at some beta, and a guided field assembled from them. Every network has the same
+size and the same number of gradient steps (the training budget). Each kind compiles once:
+``beta`` travels with the data, so one compiled epoch serves every data set and every beta.
+Adding a method touches `METHODS` in ``_config.py`` and `_RECIPES` here.
 """
 
 import dataclasses
@@ -34,78 +36,20 @@ from .._experiment import check_choice
 from .._likelihood import log_likelihood
 from .._losses import cep_loss, cfm_loss, ed_loss, efm_loss
 from .._nets import EnergyNet, MLPField
-from .._paths import AbstractPath, OTPath, VPPath
-from .._sample import CFGField, EnergyGuidedField, sample
+from .._paths import OTPath, VPPath
+from .._sample import CFGField, EnergyGuidedField, Sampler
 from .._train import init_state, make_epoch
-
-METHODS: tuple[str, ...] = ("efm", "ed", "qgpo", "fm", "cfg", "efm-beta")
-
-METHOD_DOCS: dict[str, str] = {
-    "efm": "energy-weighted flow matching, OT path",
-    "ed": "energy-weighted diffusion, VP path (Algorithm 1)",
-    "qgpo": "QGPO/CEP: behaviour diffusion + contrastive energy net, gradient guidance",
-    "fm": "unguided flow matching (reference)",
-    "cfg": "classifier-free guidance on c ~ Bernoulli(exp(-(E - E_min))), scale w = beta",
-    "efm-beta": "one EFM net with beta as an input, trained on beta ~ U[0, beta_max]",
-}
+from ._config import METHODS, ToyConfig, check_method
 
 _OT = OTPath()
 _VP = VPPath()
 
 
-def check_method(name: str) -> str:
-    """Return ``name`` if it is a known method, else raise a one-line `ValueError`."""
-    return check_choice(name, METHODS, "method")
-
-
-@dataclasses.dataclass(frozen=True)
-class ToyConfig:
-    """Sizes of one toy experiment. `quick` gives the small version used by tests."""
-
-    n_data: int = 20_000  # the finite data set (uniform p over these points)
-    steps: int = 3_000  # gradient steps per trained network (the training budget)
-    batch_size: int = 256
-    learning_rate: float = 3e-3  # Adam, cosine-decayed to 10%
-    width: int = 128
-    depth: int = 3
-    cep_group: int = 16  # CEP: K samples per contrastive group
-    beta_max: float = 10.0  # efm-beta trains on beta ~ U[0, beta_max]
-    cfg_dropout: float = 0.2  # CFG: probability of the null condition
-    n_eval: int = 2_000  # samples per model and per exact target set
-    n_nll: int = 500  # exact target samples scored by the log-likelihood
-    ot_solver: str = "midpoint"  # RK2, as QIPO-OT
-    ot_steps: int = 10  # 20 field evaluations
-    vp_solver: str = "dpm2"  # DPM-Solver-2M, as QGPO
-    vp_steps: int = 20  # 20 field evaluations
-    seed: int = 0
-
-    @classmethod
-    def quick(cls, **overrides: Any) -> "ToyConfig":
-        """A small configuration: short training and few evaluation samples."""
-        base: dict[str, Any] = {"n_data": 5_000, "steps": 300, "n_eval": 500, "n_nll": 100}
-        base.update(overrides)
-        return cls(**base)
-
-    def __post_init__(self):
-        for name in ("n_data", "steps", "batch_size", "n_eval", "n_nll", "cep_group"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
-        if self.batch_size % self.cep_group:
-            raise ValueError(
-                f"batch_size {self.batch_size} must be a multiple of cep_group {self.cep_group}."
-            )
-        if not self.beta_max > 0:
-            raise ValueError(f"beta_max must be > 0, got {self.beta_max}.")
-
-
 class ToyModel(eqx.Module):
-    """A trained (possibly guided) field with what is needed to sample it and score it."""
+    """A trained (possibly guided) field and the `ewfm.Sampler` that draws from it."""
 
     field: Any
-    path: AbstractPath
-    prediction: str = eqx.field(static=True)
-    solver: str = eqx.field(static=True)
-    steps: int = eqx.field(static=True)
+    sampler: Sampler
 
 
 class _FixedCond(eqx.Module):
@@ -118,7 +62,7 @@ class _FixedCond(eqx.Module):
         return self.field(x, t, self.cond)
 
 
-# --------------------------------------------------------------------------- training
+# --------------------------------------------------------------------------- kinds of training
 
 
 def _loss_ot(model, batch, key):
@@ -135,7 +79,7 @@ def _loss_efm_beta(model, batch, key):
     return efm_loss(eqx.Partial(model, beta=b), _OT, batch["x"], batch["energy"], b, kt)
 
 
-def _cep_loss_fn(group: int) -> Callable:
+def _loss_cep(group: int) -> Callable:
     def loss(net, batch, key):
         x, e = batch["x"], batch["energy"]
         g = x.shape[0] // group
@@ -146,7 +90,7 @@ def _cep_loss_fn(group: int) -> Callable:
     return loss
 
 
-def _cfg_loss_fn(dropout: float) -> Callable:
+def _loss_cfg(dropout: float) -> Callable:
     def loss(model, batch, key):
         kc, kd, kt = jr.split(key, 3)
         x, e = batch["x"], batch["energy"]
@@ -158,7 +102,34 @@ def _cfg_loss_fn(dropout: float) -> Callable:
     return loss
 
 
-KINDS: tuple[str, ...] = ("ot", "vp", "cep", "cfg", "efm-beta")
+def _mlp(**kw: Any) -> Callable[[ToyConfig, PRNGKeyArray], Any]:
+    return lambda cfg, key: MLPField(2, width=cfg.width, depth=cfg.depth, key=key, **kw)
+
+
+def _mlp_beta(cfg: ToyConfig, key: PRNGKeyArray) -> Any:
+    scale = 1.0 / cfg.beta_max  # beta in [0, beta_max] -> embedding phases of order one
+    return MLPField(2, beta_input=True, beta_scale=scale, width=cfg.width, depth=cfg.depth, key=key)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Kind:
+    """One kind of training: its loss (built from the config) and its initial network."""
+
+    loss: Callable[[ToyConfig], Callable]
+    init: Callable[[ToyConfig, PRNGKeyArray], Any]
+
+
+_KINDS: dict[str, _Kind] = {
+    "ot": _Kind(lambda c: _loss_ot, _mlp()),
+    "vp": _Kind(lambda c: _loss_vp, _mlp()),
+    "cep": _Kind(
+        lambda c: _loss_cep(c.cep_group),
+        lambda c, key: EnergyNet(2, width=c.width, depth=c.depth, key=key),
+    ),
+    "cfg": _Kind(lambda c: _loss_cfg(c.cfg_dropout), _mlp(cond_dim=2)),
+    "efm-beta": _Kind(lambda c: _loss_efm_beta, _mlp_beta),
+}
+KINDS: tuple[str, ...] = tuple(_KINDS)
 
 
 def _chunk(steps: int) -> tuple[int, int]:
@@ -167,32 +138,23 @@ def _chunk(steps: int) -> tuple[int, int]:
     return n, math.ceil(steps / n)
 
 
+def _training_part(cfg: ToyConfig) -> ToyConfig:
+    """``cfg`` with the fields training does not read reset, so one compiled epoch serves
+    every run that differs only in data set, method, beta, evaluation or sampling."""
+    return ToyConfig(
+        steps=cfg.steps, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
+        cep_group=cfg.cep_group, cfg_dropout=cfg.cfg_dropout,
+    )  # fmt: skip
+
+
 @functools.cache
 def _epoch_fn(kind: str, cfg: ToyConfig) -> tuple[Callable, optax.GradientTransformation]:
     n, size = _chunk(cfg.steps)
     schedule = optax.cosine_decay_schedule(cfg.learning_rate, n * size, alpha=0.1)
     opt = optax.adam(schedule)
-    loss = {
-        "ot": _loss_ot,
-        "vp": _loss_vp,
-        "efm-beta": _loss_efm_beta,
-        "cep": _cep_loss_fn(cfg.cep_group),
-        "cfg": _cfg_loss_fn(cfg.cfg_dropout),
-    }[kind]
-    ema = min(0.999, 1.0 - 10.0 / (n * size))
+    ema = min(0.999, max(0.0, 1.0 - 10.0 / (n * size)))  # below 10 steps: no averaging
+    loss = _KINDS[kind].loss(cfg)
     return make_epoch(loss, opt, batch_size=cfg.batch_size, steps=size, ema_decay=ema), opt
-
-
-def _init_net(kind: str, cfg: ToyConfig, key: PRNGKeyArray) -> Any:
-    w, d = cfg.width, cfg.depth
-    if kind == "cep":
-        return EnergyNet(2, width=w, depth=d, key=key)
-    if kind == "cfg":
-        return MLPField(2, cond_dim=2, width=w, depth=d, key=key)
-    if kind == "efm-beta":
-        scale = 1.0 / cfg.beta_max  # beta in [0, beta_max] -> embedding phases of order one
-        return MLPField(2, beta_input=True, beta_scale=scale, width=w, depth=d, key=key)
-    return MLPField(2, width=w, depth=d, key=key)
 
 
 def train_network(
@@ -212,11 +174,10 @@ def train_network(
     ``cfg``: the conditional + unconditional CFG field; ``efm-beta``: Algorithm 6 with
     ``beta_max = beta``. ``on_steps(k)`` is called after every ``k`` finished steps.
     """
-    if kind not in KINDS:
-        raise ValueError(f"unknown kind {kind!r}; choose one of {', '.join(KINDS)}.")
-    epoch, opt = _epoch_fn(kind, cfg)
+    check_choice(kind, KINDS, "kind")
+    epoch, opt = _epoch_fn(kind, _training_part(cfg))
     kinit, ktrain = jr.split(key)
-    state = init_state(_init_net(kind, cfg, kinit), opt)
+    state = init_state(_KINDS[kind].init(cfg, kinit), opt)
     n = x.shape[0]
     data = {
         "x": x,
@@ -237,35 +198,78 @@ def train_network(
     return state.ema
 
 
+# --------------------------------------------------------------------------- methods
+
+
+@dataclasses.dataclass(frozen=True)
+class _Recipe:
+    """How a method is made: the path it samples on, the networks it trains as ``(kind,
+    beta)`` pairs for guidance ``beta``, and the field it assembles from them."""
+
+    path: str  # "ot" or "vp"
+    nets: Callable[[float, ToyConfig], tuple[tuple[str, float], ...]]
+    field: Callable[..., Any]  # field(beta as an array, *networks)
+
+
+def _guided_by_energy(b: Array, behaviour: Any, energy_net: Any) -> Any:
+    return EnergyGuidedField(behaviour, energy_net, _VP, jnp.asarray(1.0), "eps")
+
+
+def _cfg_field(b: Array, net: Any) -> Any:
+    return _FixedCond(CFGField(net, b, jnp.zeros(2)), jnp.array([1.0, 0.0]))
+
+
+_RECIPES: dict[str, _Recipe] = {
+    "efm": _Recipe("ot", lambda b, c: (("ot", b),), lambda b, net: net),
+    "ed": _Recipe("vp", lambda b, c: (("vp", b),), lambda b, net: net),
+    "qgpo": _Recipe("vp", lambda b, c: (("vp", 0.0), ("cep", b)), _guided_by_energy),
+    "fm": _Recipe("ot", lambda b, c: (("ot", 0.0),), lambda b, net: net),
+    "cfg": _Recipe("ot", lambda b, c: (("cfg", 0.0),), _cfg_field),
+    "efm-beta": _Recipe(
+        "ot",
+        lambda b, c: (("efm-beta", max(c.beta_max, b)),),
+        lambda b, net: eqx.Partial(net, beta=b),
+    ),
+}
+assert tuple(_RECIPES) == tuple(METHODS), "every method needs a recipe, in METHODS' order"
+
+
+def networks(method: str, beta: float, cfg: ToyConfig) -> tuple[tuple[str, float], ...]:
+    """The networks ``method`` trains for guidance ``beta``: ``(kind, beta)`` pairs.
+
+    Networks that do not depend on beta (fm, cfg, efm-beta, the QGPO behaviour model) are
+    listed at a fixed beta, so a sweep trains them once.
+    """
+    return _RECIPES[check_method(method)].nets(beta, cfg)
+
+
+def nets_used(method: str) -> tuple[str, ...]:
+    """The kinds of networks ``method`` trains (for cost accounting)."""
+    return tuple(kind for kind, _ in networks(method, 0.0, ToyConfig()))
+
+
+def sampler(method: str, cfg: ToyConfig) -> Sampler:
+    """How ``method`` is sampled: the OT path with ``cfg.ot_solver`` (velocity), or the VP
+    path with ``cfg.vp_solver`` (noise prediction)."""
+    if _RECIPES[check_method(method)].path == "ot":
+        return Sampler(_OT, cfg.ot_solver, cfg.ot_steps, "velocity")
+    return Sampler(_VP, cfg.vp_solver, cfg.vp_steps, "eps")
+
+
 def build_model(
     method: str,
     beta: float,
     cfg: ToyConfig,
     get: Callable[[str, float], Any],
 ) -> ToyModel:
-    """Assemble the sampler of ``method`` at ``beta`` from trained networks.
+    """Assemble the model of ``method`` at ``beta`` from trained networks.
 
     ``get(kind, beta)`` returns a trained network (see `train_network`); a sweep caches it so
-    that networks that do not depend on ``beta`` (fm, cfg, efm-beta, the QGPO behaviour
-    model) are trained once.
+    that networks that do not depend on ``beta`` are trained once (see `networks`).
     """
-    check_method(method)
-    b = jnp.asarray(beta, dtype=float)
-    if method in ("fm", "efm"):
-        net = get("ot", 0.0 if method == "fm" else beta)
-        return ToyModel(net, _OT, "velocity", cfg.ot_solver, cfg.ot_steps)
-    if method == "efm-beta":
-        net = get("efm-beta", max(cfg.beta_max, beta))
-        return ToyModel(eqx.Partial(net, beta=b), _OT, "velocity", cfg.ot_solver, cfg.ot_steps)
-    if method == "cfg":
-        net = get("cfg", 0.0)
-        field = _FixedCond(CFGField(net, b, jnp.zeros(2)), jnp.array([1.0, 0.0]))
-        return ToyModel(field, _OT, "velocity", cfg.ot_solver, cfg.ot_steps)
-    if method == "ed":
-        return ToyModel(get("vp", beta), _VP, "eps", cfg.vp_solver, cfg.vp_steps)
-    behaviour, energy_net = get("vp", 0.0), get("cep", beta)
-    field = EnergyGuidedField(behaviour, energy_net, _VP, jnp.asarray(1.0), "eps")
-    return ToyModel(field, _VP, "eps", cfg.vp_solver, cfg.vp_steps)
+    nets = [get(kind, b) for kind, b in networks(method, beta, cfg)]
+    field = _RECIPES[method].field(jnp.asarray(beta, dtype=float), *nets)
+    return ToyModel(field, sampler(method, cfg))
 
 
 # --------------------------------------------------------------------------- sampling
@@ -273,15 +277,7 @@ def build_model(
 
 @eqx.filter_jit
 def _draw(model: ToyModel, key: PRNGKeyArray, n: int) -> Array:
-    return sample(
-        model.field,
-        model.path,
-        key,
-        (n, 2),
-        solver=model.solver,  # pyright: ignore[reportArgumentType]
-        steps=model.steps,
-        prediction=model.prediction,  # pyright: ignore[reportArgumentType]
-    ).x
+    return model.sampler(model.field, key, (n, 2))
 
 
 def draw(model: ToyModel, key: PRNGKeyArray, n: int) -> Float[Array, "n 2"]:
@@ -304,9 +300,9 @@ def time_sampling(model: ToyModel, key: PRNGKeyArray, n: int = 1000, repeats: in
 def _log_lik(model: ToyModel, x: Array) -> Array:
     return log_likelihood(
         model.field,
-        model.path,
+        model.sampler.path,
         x,
-        prediction=model.prediction,  # pyright: ignore[reportArgumentType]
+        prediction=model.sampler.prediction,  # pyright: ignore[reportArgumentType]
         rtol=1e-4,
         atol=1e-4,
     )
@@ -315,15 +311,3 @@ def _log_lik(model: ToyModel, x: Array) -> Array:
 def model_log_likelihood(model: ToyModel, x: Float[Array, "n 2"]) -> Float[Array, " n"]:
     """Exact log-density of ``x`` under a toy model (`ewfm.log_likelihood`, rtol 1e-4)."""
     return _log_lik(model, x)
-
-
-def nets_used(method: str) -> tuple[str, ...]:
-    """The kinds of networks ``method`` trains (for cost accounting)."""
-    return {
-        "fm": ("ot",),
-        "efm": ("ot",),
-        "efm-beta": ("efm-beta",),
-        "cfg": ("cfg",),
-        "ed": ("vp",),
-        "qgpo": ("vp", "cep"),
-    }[check_method(method)]

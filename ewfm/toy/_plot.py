@@ -5,14 +5,13 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .._experiment import atomic_path
+from .._experiment import atomic_path, require
 
 _LIM = 4.5
 
 
 def _pyplot():
-    import matplotlib
-
+    matplotlib = require("matplotlib", "plot", "the toy figures")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

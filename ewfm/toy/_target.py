@@ -1,7 +1,7 @@
 """The exact guided target of a finite data set, and the sample distance used to score models.
 
 A finite data set ``{x_i}`` with uniform weights has the guided target
-``pi_i = exp(-beta E_i) / sum_j exp(-beta E_j)`` exactly (METHOD.md, "Closed forms"): exact
+``pi_i = exp(-beta E_i) / sum_j exp(-beta E_j)`` exactly (docs/method.md, section 12): exact
 samples of ``pi`` are data points drawn with these probabilities.
 
 Distance: the sliced Wasserstein-2 distance. It is a metric on distributions with the units

@@ -1,6 +1,6 @@
-"""Toy experiments: train a method, sample it, score it against the exact target; sweeps.
+"""Toy runs: train a method, sample it, score it against the exact target; sweeps.
 
-`run_experiment` trains what one (data set, method, beta) needs and returns the metrics:
+`train` trains what one (data set, method, beta) needs and returns the metrics:
 
 - ``sw2``: sliced Wasserstein-2 distance between ``n_eval`` model samples and ``n_eval``
   exact target samples; ``floor``: the same distance between two independent exact sets
@@ -16,11 +16,10 @@ one figure grid per method (rows data sets, columns beta) plus one of the exact 
 """
 
 import dataclasses
-import json
+import math
 import os
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import equinox as eqx
@@ -29,24 +28,28 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._experiment import write_text_atomic
-from .._weights import check_beta
-from ._data import DATASETS, check_dataset, dataset, energy
-from ._methods import (
+from .._experiment import Progress, RunDir, Task, config_to_json, require
+from ._config import (
+    DATASETS,
     METHODS,
+    RUN_FIELDS,
+    SWEEP_BETAS,
     ToyConfig,
-    ToyModel,
-    build_model,
+    check_betas,
+    check_dataset,
     check_method,
+)
+from ._data import dataset, energy
+from ._methods import (
+    ToyModel,
+    _chunk,
+    build_model,
     draw,
     model_log_likelihood,
+    networks,
     train_network,
 )
 from ._target import sample_target, sliced_wasserstein, target_mean_energy
-
-SWEEP_BETAS: tuple[float, ...] = (0.0, 1.0, 3.0, 10.0)
-QUICK_DATASETS: tuple[str, ...] = ("8gaussians", "moons")
-QUICK_BETAS: tuple[float, ...] = (0.0, 3.0)
 
 
 class ToyProblem(eqx.Module):
@@ -63,13 +66,6 @@ def make_problem(name: str, cfg: ToyConfig) -> ToyProblem:
     key = jr.fold_in(jr.key(cfg.seed), DATASETS.index(name))
     x = dataset(name, cfg.n_data, key)
     return ToyProblem(name, x, energy(name)(x))
-
-
-def check_betas(betas: Sequence[float]) -> tuple[float, ...]:
-    """Refuse negative or non-finite guidance strengths (one-line `ValueError`)."""
-    for b in betas:
-        check_beta(float(b))
-    return tuple(float(b) for b in betas)
 
 
 def _target_key(cfg: ToyConfig, problem: ToyProblem, beta: float) -> PRNGKeyArray:
@@ -113,72 +109,6 @@ def evaluate(
     return metrics, np.asarray(samples)
 
 
-class _Bars:
-    """Rich progress bars over runs and training steps (no-ops when disabled)."""
-
-    def __init__(self, enabled: bool, runs: int):
-        self.p = None
-        if enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-
-            self.p = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-            )
-            self.p.start()
-            self.runs = self.p.add_task("runs", total=runs)
-            self.train = self.p.add_task("training", total=1, visible=False)
-
-    def training(self, label: str, steps: int) -> Callable[[int], None]:
-        if self.p is None:
-            return lambda k: None
-        self.p.reset(self.train, total=steps, description=f"training {label}", visible=True)
-        return lambda k: self.p.advance(self.train, k) if self.p else None
-
-    def run_done(self, label: str) -> None:
-        if self.p is not None:
-            self.p.update(self.runs, advance=1, description=f"runs (last: {label})")
-            if not self.p.console.is_terminal:  # a log file: one line per finished run
-                task = self.p.tasks[self.runs]
-                self.p.console.print(f"{task.completed:.0f}/{task.total:.0f} {label}")
-
-    def close(self) -> None:
-        if self.p is not None:
-            self.p.stop()
-
-
-class _Trainer:
-    """Trains networks on demand and caches them by (data set, kind, beta)."""
-
-    def __init__(self, cfg: ToyConfig, bars: _Bars):
-        self.cfg, self.bars = cfg, bars
-        self.cache: dict[tuple[str, str, float], Any] = {}
-        self.seconds: dict[tuple[str, str, float], float] = {}
-
-    def getter(self, problem: ToyProblem) -> Callable[[str, float], Any]:
-        def get(kind: str, beta: float) -> Any:
-            k = (problem.name, kind, float(beta))
-            if k not in self.cache:
-                key = _stable_key(self.cfg, problem.name, kind, f"{beta:g}")
-                cb = self.bars.training(f"{problem.name} {kind} beta={beta:g}", self.cfg.steps)
-                t0 = time.perf_counter()
-                self.cache[k] = train_network(
-                    kind, problem.x, problem.energy, beta, self.cfg, key, on_steps=cb
-                )
-                self.seconds[k] = time.perf_counter() - t0
-            return self.cache[k]
-
-        return get
-
-
 def _stable_key(cfg: ToyConfig, *parts: str) -> PRNGKeyArray:
     key = jr.key(cfg.seed + 3)
     for p in parts:
@@ -186,70 +116,103 @@ def _stable_key(cfg: ToyConfig, *parts: str) -> PRNGKeyArray:
     return key
 
 
-@dataclasses.dataclass
-class RunResult:
-    """Metrics of one (data set, method, beta) run, with the samples behind them."""
+class _Trainer:
+    """Trains networks on demand, once per (data set, kind, beta), with two progress bars:
+    one over the planned runs, one over the training steps of all their networks."""
 
+    def __init__(self, cfg: ToyConfig, bars: Progress, runs: Sequence[tuple[str, str, float]]):
+        planned = {(d, *net) for d, m, b in runs for net in networks(m, b, cfg)}
+        self.cfg = cfg
+        self.cache: dict[tuple[str, str, float], Any] = {}
+        self.seconds: dict[tuple[str, str, float], float] = {}
+        self.runs: Task = bars.task("runs", len(runs))
+        self.steps: Task = bars.task("training", len(planned) * math.prod(_chunk(cfg.steps)))
+
+    def getter(self, problem: ToyProblem) -> Callable[[str, float], Any]:
+        def get(kind: str, beta: float) -> Any:
+            k = (problem.name, kind, float(beta))
+            if k not in self.cache:
+                key = _stable_key(self.cfg, problem.name, kind, f"{beta:g}")
+                self.steps.label(f"training {problem.name} {kind} beta={beta:g}")
+                t0 = time.perf_counter()
+                self.cache[k] = train_network(
+                    kind, problem.x, problem.energy, beta, self.cfg, key,
+                    on_steps=self.steps.advance,
+                )  # fmt: skip
+                self.seconds[k] = time.perf_counter() - t0
+            return self.cache[k]
+
+        return get
+
+    def run(self, problem: ToyProblem, method: str, beta: float) -> tuple[dict[str, Any], Any]:
+        """Train what ``method`` needs at ``beta``, then sample and score it."""
+        model = build_model(method, beta, self.cfg, self.getter(problem))
+        metrics, samples = evaluate(
+            model, problem, beta, self.cfg, _stable_key(self.cfg, problem.name, method)
+        )
+        self.runs.advance()
+        self.runs.label(f"runs (last: {problem.name} {method} beta={beta:g})")
+        return {"data": problem.name, "method": method, "beta": beta, **metrics}, samples
+
+
+def _open(out: str | os.PathLike, record: dict[str, Any]) -> RunDir:
+    """Check ``out`` before any work, then write its ``config.json``. Running the same
+    settings again into the same directory redoes the run; other settings are refused."""
+    require("matplotlib", "plot", "writing the toy figures")
+    run = RunDir(out)
+    run.check(record, resume=run.is_run())
+    run.write_json("config.json", record)
+    return run
+
+
+@dataclasses.dataclass
+class Run:
+    """One (data set, method, beta) run: its config, metrics, and the samples behind them."""
+
+    config: ToyConfig
     metrics: dict[str, Any]
     samples: np.ndarray
     target: np.ndarray
     problem: ToyProblem
 
 
-def run_experiment(
-    data: str,
-    method: str,
-    beta: float,
-    cfg: ToyConfig | None = None,
-    *,
-    progress: bool = False,
-) -> RunResult:
-    """Train ``method`` on toy data set ``data`` at guidance ``beta`` and score it."""
-    check_dataset(data)
-    check_method(method)
-    (beta,) = check_betas([beta])
+def train(
+    cfg: ToyConfig | None = None, out: str | os.PathLike | None = None, *, progress: bool = False
+) -> Run:
+    """Train ``cfg.method`` on ``cfg.data`` at guidance ``cfg.beta``, sample it and score it.
+
+    With ``out``: check the directory first (empty, or a run of the same settings), then
+    write ``config.json``, ``metrics.json`` and ``samples.png`` into it.
+    """
     cfg = ToyConfig() if cfg is None else cfg
-    bars = _Bars(progress, 1)
-    try:
-        trainer = _Trainer(cfg, bars)
-        problem = make_problem(data, cfg)
-        t0 = time.perf_counter()
-        model = build_model(method, beta, cfg, trainer.getter(problem))
-        train_s = time.perf_counter() - t0
-        metrics, samples = evaluate(model, problem, beta, cfg, _stable_key(cfg, data, method))
-        bars.run_done(f"{data} {method} beta={beta:g}")
-    finally:
-        bars.close()
-    metrics = {"data": data, "method": method, "beta": beta, **metrics, "train_s": train_s}
+    beta = float(cfg.beta)
+    run_dir = None if out is None else _open(out, config_to_json(cfg))
+    with Progress(progress) as bars:
+        trainer = _Trainer(cfg, bars, [(cfg.data, cfg.method, beta)])
+        problem = make_problem(cfg.data, cfg)
+        metrics, samples = trainer.run(problem, cfg.method, beta)
+    metrics["train_s"] = sum(trainer.seconds.values())
     target, _ = exact_sets(problem, beta, cfg)
-    return RunResult(metrics, samples, np.asarray(target), problem)
+    result = Run(cfg, metrics, samples, np.asarray(target), problem)
+    if run_dir is not None:
+        _save(result, run_dir)
+    return result
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON atomically (temp file + rename)."""
-    write_text(path, json.dumps(obj, indent=2, allow_nan=True) + "\n")
-
-
-def write_text(path: str | os.PathLike, text: str) -> None:
-    """Write text atomically (temp file + rename)."""
-    write_text_atomic(path, text)
-
-
-def save_run(result: RunResult, out: str | os.PathLike, config: ToyConfig) -> None:
-    """Write ``metrics.json`` and ``samples.png`` of one run into ``out``."""
+def _save(result: Run, run: RunDir) -> None:
+    """``metrics.json`` and ``samples.png`` of one run."""
     from ._plot import plot_run
 
-    out = Path(out)
-    m = result.metrics
-    write_json(out / "metrics.json", {**m, "config": dataclasses.asdict(config)})
-    n = min(config.n_eval, result.problem.x.shape[0])
+    m, cfg = result.metrics, result.config
+    run.write_json("metrics.json", {**m, "config": config_to_json(cfg)})
+    n = min(cfg.n_eval, result.problem.x.shape[0])
     title = (
         f"{m['data']} / {m['method']} / beta={m['beta']:g}: SW2 {m['sw2']:.3f} "
         f"(floor {m['floor']:.3f}), mean E {m['mean_energy']:.3f} "
         f"(exact {m['exact_mean_energy']:.3f})"
     )
     plot_run(
-        out / "samples.png",
+        run / "samples.png",
         np.asarray(result.problem.x[:n]),
         np.asarray(result.problem.energy[:n]),
         result.target,
@@ -262,70 +225,58 @@ def sweep(
     out: str | os.PathLike,
     cfg: ToyConfig | None = None,
     *,
-    datasets: Sequence[str] = DATASETS,
-    methods: Sequence[str] = METHODS,
-    betas: Sequence[float] = SWEEP_BETAS,
+    datasets: Iterable[str] = DATASETS,
+    methods: Iterable[str] = tuple(METHODS),
+    betas: Iterable[float | str] = SWEEP_BETAS,
     progress: bool = False,
     command: str = "",
 ) -> dict[str, Any]:
-    """Run data sets × methods × betas; write the summary table (JSON, Markdown) and figures."""
+    """Run data sets × methods × betas; write the summary table (JSON, Markdown) and figures.
+
+    ``cfg``'s data, method and beta are not used: the lists take their place. Every name
+    and beta is checked before anything is written.
+    """
     from ._plot import plot_grid
 
-    for d in datasets:
-        check_dataset(d)
-    for m in methods:
-        check_method(m)
-    betas = check_betas(betas)
+    ds = [check_dataset(d) for d in datasets]
+    ms = [check_method(m) for m in methods]
+    bs = list(check_betas(list(betas)))
     cfg = ToyConfig() if cfg is None else cfg
-    out = Path(out)
+    sizes = {k: v for k, v in config_to_json(cfg).items() if k not in RUN_FIELDS}
+    run = _open(out, {**sizes, "datasets": ds, "methods": ms, "betas": bs})
     t_start = time.perf_counter()
     records: list[dict[str, Any]] = []
-    clouds: dict[str, dict[tuple[str, float], np.ndarray]] = {m: {} for m in methods}
+    clouds: dict[str, dict[tuple[str, float], np.ndarray]] = {m: {} for m in ms}
     targets: dict[tuple[str, float], np.ndarray] = {}
-    bars = _Bars(progress, len(datasets) * len(methods) * len(betas))
-    try:
-        trainer = _Trainer(cfg, bars)
-        for d in datasets:
+    with Progress(progress) as bars:
+        trainer = _Trainer(cfg, bars, [(d, m, b) for d in ds for b in bs for m in ms])
+        for d in ds:
             problem = make_problem(d, cfg)
-            get = trainer.getter(problem)
-            for b in betas:
+            for b in bs:
                 targets[(d, b)] = np.asarray(exact_sets(problem, b, cfg)[0])
-                for m in methods:
-                    model = build_model(m, b, cfg, get)
-                    metrics, samples = evaluate(model, problem, b, cfg, _stable_key(cfg, d, m))
-                    records.append({"data": d, "method": m, "beta": b, **metrics})
-                    clouds[m][(d, b)] = samples
-                    bars.run_done(f"{d} {m} beta={b:g}")
-    finally:
-        bars.close()
-    seconds = time.perf_counter() - t_start
-    train_seconds = sum(trainer.seconds.values())
+                for m in ms:
+                    record, clouds[m][(d, b)] = trainer.run(problem, m, b)
+                    records.append(record)
     summary = {
         "command": command,
-        "config": dataclasses.asdict(cfg),
-        "datasets": list(datasets),
-        "methods": list(methods),
-        "betas": list(betas),
-        "seconds": seconds,
-        "train_seconds": train_seconds,
+        "config": sizes,
+        "datasets": ds,
+        "methods": ms,
+        "betas": bs,
+        "seconds": time.perf_counter() - t_start,
+        "train_seconds": sum(trainer.seconds.values()),
         "networks_trained": len(trainer.cache),
         "records": records,
         "goals": guidance_goals(records),
         "sampling_ms_per_1000": sampling_times(records),
     }
-    write_json(out / "summary.json", summary)
-    write_text(out / "summary.md", summary_markdown(summary))
-    for m in methods:
+    run.write_json("summary.json", summary)
+    run.write_text("summary.md", summary_markdown(summary))
+    for m in ms:
         labels = {(r["data"], r["beta"]): f"{r['sw2']:.2f}" for r in records if r["method"] == m}
-        plot_grid(
-            out / f"grid_{m}.png",
-            clouds[m],
-            datasets,
-            betas,
-            f"{m}: samples (red: SW2 to the exact target)",
-            labels,
-        )
-    plot_grid(out / "grid_target.png", targets, datasets, betas, "exact target pi ∝ p exp(-beta E)")
+        title = f"{m}: samples (red: SW2 to the exact target)"
+        plot_grid(run / f"grid_{m}.png", clouds[m], ds, bs, title, labels)
+    plot_grid(run / "grid_target.png", targets, ds, bs, "exact target pi ∝ p exp(-beta E)")
     return summary
 
 
@@ -337,7 +288,7 @@ def _get(records, data, method, beta) -> dict[str, Any] | None:
 
 
 def guidance_goals(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The issue's quality goals for EFM, ED and efm-beta at each beta > 0.
+    """The quality goals of EFM, ED and efm-beta at each beta > 0.
 
     ``ratio_fm``: distance to the exact target over the unguided model's distance to the data
     (goal <= 1.5); ``ratio_qgpo``: over QGPO's distance to the same target (goal <= 1).
