@@ -1,4 +1,4 @@
-"""Packaging: the public API is importable, `import ewfm` stays light, the CLI starts."""
+"""Packaging: the public API is importable, `import ewfm` stays light, the CLI starts fast."""
 
 import subprocess
 import sys
@@ -61,3 +61,14 @@ def test_cli_root_and_version():
     assert res.exit_code == 0 and "train" in res.output
     res = runner.invoke(app, ["version"])
     assert res.exit_code == 0 and res.output.strip() == ewfm.__version__
+
+
+def test_cli_starts_without_jax():
+    # `ewfm --help` and flag generation read the stdlib-only config modules; JAX (seconds to
+    # import) is loaded only by a command that runs.
+    code = (
+        "import sys, ewfm_cli.main; heavy = [m for m in sys.modules if m.split('.')[0] in "
+        "('jax', 'jaxlib', 'equinox', 'ewfm')]; print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
