@@ -10,6 +10,7 @@ fails (set ``EWFM_ALLOW_MISSING_EXTRAS=1`` to skip it instead).
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -436,8 +437,20 @@ def test_shape_mismatch_is_refused_with_both_shapes(medium):
 
 def test_missing_extra_names_the_pip_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "minari", None)
-    with pytest.raises(rl.MissingExtraError, match=r"pip install 'ewfm\[rl\]'"):
+    with pytest.raises(rl.MissingExtraError, match=r"pip install 'ewfm\[rl\]'") as e:
         rl.load_transitions("hopper-medium")
+    assert e.value.extra == "rl" and "minari is missing" in str(e.value)
+    assert isinstance(e.value, ImportError)
+
+
+def test_import_is_light():
+    """`import ewfm.rl` loads neither gymnasium, MuJoCo nor Minari (they load when used)."""
+    code = (
+        "import sys, ewfm.rl; print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'gymnasium', 'minari', 'mujoco', 'h5py', 'matplotlib'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 # -- CLI -------------------------------------------------------------------------------
