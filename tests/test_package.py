@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 import ewfm
@@ -44,10 +45,12 @@ def test_public_names():
     assert not missing
 
 
-def test_import_is_light():
+@pytest.mark.parametrize("module", ["ewfm", "ewfm.rl"])
+def test_import_is_light(module):
+    """The optional extras load when used, not on import (ewfm.rl included)."""
     code = (
-        "import sys, ewfm; heavy = [m for m in sys.modules if m.split('.')[0] in "
-        "('gymnasium', 'minari', 'matplotlib', 'mujoco')]; print(heavy)"
+        f"import sys, {module}; heavy = [m for m in sys.modules if m.split('.')[0] in "
+        "('gymnasium', 'minari', 'matplotlib', 'mujoco', 'h5py')]; print(heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
