@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from ewfm.theory import CHECKS
 from ewfm.theory._registry import Check, Outcome
 
-KEYS = {"name", "statement", "max_error", "tolerance", "passed", "seconds"}
+KEYS = {"name", "statement", "subject", "max_error", "tolerance", "passed", "seconds"}
 
 
 @pytest.fixture
@@ -37,6 +37,7 @@ def test_json_to_stdout_schema_and_exit_0(fake_checks):
     (r,) = records
     assert set(r) == KEYS
     assert r["max_error"] == pytest.approx(2e-9) and r["passed"] is True
+    assert r["subject"] == "library"
     assert r["tolerance"] == 1e-6 and r["seconds"] >= 0
 
 
@@ -68,6 +69,7 @@ def test_table_lists_each_check(fake_checks):
     for col in ("check", "statement", "max error", "tolerance", "pass/fail", "seconds"):
         assert col in res.output
     assert "fake-pass" in res.output and "2.00e-09" in res.output
+    assert "(library)" in res.output  # what the check tests, under its name
 
 
 def test_unknown_name_is_a_one_line_error():
@@ -76,6 +78,16 @@ def test_unknown_name_is_a_one_line_error():
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and "lemma-9.9" in lines[0] and "valid:" in lines[0]
     assert "theorem-4.3" in lines[0] and "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("only", ["", ",", " , "])
+def test_an_empty_only_is_a_one_line_error(only, fake_checks):
+    # it used to run nothing, print "all 0 checks passed" and exit 0
+    res = CliRunner().invoke(app, ["verify-theorems", "--only", only, "--json", "-"])
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: no check selected"), lines
+    assert "fake-pass" in lines[0] and "passed" not in res.output
 
 
 def test_a_real_check_through_the_cli():

@@ -5,10 +5,7 @@ import sys
 
 import typer
 
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
+from ._common import fail
 
 
 def _write_json(target: str, records: list[dict]) -> None:
@@ -36,18 +33,20 @@ def verify_theorems(
 ) -> None:
     """Check every identity of the paper numerically against exact answers (float64).
 
-    Prints one row per check; exits 0 if every check passed, 1 otherwise.
+    Prints one row per check, with what it tests under its name: "library" (a library
+    function is the checked ingredient) or "paper maths" (an exact reference formula, with
+    library code around it). Exits 0 if every check passed, 1 otherwise.
     """
-    from ewfm.theory import CHECKS, check_names, run_checks
+    from ewfm.theory import run_checks, select_checks
 
-    names: list[str] | None = None
-    if only:
-        names = [n.strip() for item in only for n in item.split(",") if n.strip()]
-        unknown = [n for n in names if n not in CHECKS]
-        if unknown:
-            _fail(f"unknown check {', '.join(unknown)}; valid: {', '.join(CHECKS)}.")
-    else:
-        names = check_names(trained=trained)
+    # --only given (even as "" or ","): exactly the names listed, which must not be none
+    names = None if only is None else [n.strip() for item in only for n in item.split(",")]
+    try:
+        selected = select_checks(
+            None if names is None else [n for n in names if n], trained=trained
+        )
+    except ValueError as e:
+        fail(str(e))
 
     from rich.console import Console
     from rich.table import Table
@@ -64,18 +63,18 @@ def verify_theorems(
             mark = "[green]pass[/green]" if res.passed else "[red]FAIL[/red]"
             console.log(f"{res.name}: {mark} (max error {res.max_error:.2e}, {res.seconds:.1f} s)")
 
-        results = run_checks(names, on_start=on_start, on_result=on_result)
+        results = run_checks(selected, on_start=on_start, on_result=on_result)
 
     table = Table(title="ewfm verify-theorems")
-    table.add_column("check")
+    table.add_column("check", no_wrap=True)
     table.add_column("statement", overflow="fold")
     for col in ("max error", "tolerance"):
-        table.add_column(col, justify="right")
-    table.add_column("pass/fail")
-    table.add_column("seconds", justify="right")
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("pass/fail", no_wrap=True)
+    table.add_column("seconds", justify="right", no_wrap=True)
     for r in results:
         table.add_row(
-            r.name,
+            f"{r.name}\n({r.subject})",
             r.statement,
             f"{r.max_error:.2e}",
             f"{r.tolerance:.0e}",

@@ -1,13 +1,18 @@
 """Numerical checks of the paper's results against exact references (``ewfm verify-theorems``).
 
-Each check compares the library's own functions (paths, energy weights, losses, sampler,
-guided fields) with an exact answer in float64 on toy Gaussians, Gaussian mixtures and
-finite data sets, and returns a `CheckResult`. Run them all with `run_checks`, or one with
-``CHECKS["lemma-3.2"]()``; pass keyword arguments to a check to replace its ingredients.
-See docs/theory.md for each statement, how it is checked and the measured errors.
+Each check compares an ingredient with an exact answer in float64 on toy Gaussians, Gaussian
+mixtures and finite data sets, and returns a `CheckResult`. Its ``subject`` says what the
+ingredient is: ``"library"`` (paths, energy weights, losses, renewal, sampler) or ``"paper
+maths"`` (an exact reference formula of this package, with library code around it). Run them
+all with `run_checks`, or one with ``CHECKS["lemma-3.2"]()``; pass keyword arguments to a
+check to replace its ingredients. See docs/theory.md for each statement, how it is checked
+and the measured errors.
 """
 
-from . import _trained as _trained  # registers the trained checks
+from . import (
+    _renewal as _renewal,  # registers the eq. (5.4) checks
+    _trained as _trained,  # registers the trained checks
+)
 from ._exact import (
     EXACT_TOL as EXACT_TOL,
     finite_2d as finite_2d,
@@ -34,9 +39,11 @@ from ._reference import (
 )
 from ._registry import (
     CHECKS as CHECKS,
+    SUBJECTS as SUBJECTS,
     Check as Check,
     CheckResult as CheckResult,
     Outcome as Outcome,
     check_names as check_names,
     run_checks as run_checks,
+    select_checks as select_checks,
 )

@@ -14,7 +14,6 @@ ingredient in separate programs (a broken twin recompiles only the ingredient's)
 import decimal
 import functools
 from collections.abc import Callable, Sequence
-from fractions import Fraction
 from typing import Any
 
 import equinox as eqx
@@ -249,7 +248,8 @@ def gauss_2d(mean: Any = GAUSS_MEAN, cov: Any = GAUSS_COV) -> tuple[GaussianMixt
 def tilted_closed_form(
     mean: Any, cov: Any, A: Any, c: Any, beta: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """METHOD.md: ``S*^{-1} = S^{-1} + beta A``, ``m* = S* (S^{-1} m + beta A c)`` (numpy)."""
+    """The tilted Gaussian (docs/method.md, "Closed forms used by the checks"):
+    ``S*^{-1} = S^{-1} + beta A``, ``m* = S* (S^{-1} m + beta A c)`` (numpy)."""
     mean, cov, A, c = (np.asarray(v, dtype=np.float64) for v in (mean, cov, A, c))
     s_inv = np.linalg.inv(cov)
     cov_star = np.linalg.inv(s_inv + beta * A)
@@ -359,8 +359,8 @@ def _lemma_3_2_refs(data, path, centres, z, t):
         m = posterior_mean(data, path, x, t, 0.0)
         eps = (x - path.alpha(t) * m) / path.sigma(t)
         vel = jax.grad(path.alpha)(t) * m + jax.grad(path.sigma)(t) * eps
-        # METHOD.md's sanity case: a point mass at 0 has score -x / sigma^2 and velocity
-        # (sigma'/sigma) x (OT: x / t)
+        # the check by hand after Lemma 3.2 in docs/method.md: a point mass at 0 has score
+        # -x / sigma^2 and velocity (sigma'/sigma) x (OT: x / t)
         point = jax.grad(path.sigma)(t) / path.sigma(t) * x
         return score, vel, eps, point
 
@@ -429,7 +429,7 @@ def _lemma_3_2(
     closed-form ``log p_t``; reference velocity as the posterior mean of
     ``alpha_t' x0 + sigma_t' eps`` with ``alpha_t'``, ``sigma_t'`` by autodiff of the
     schedule; reference noise ``E[eps | x_t]``. Every library conversion (path methods,
-    `to_velocity`, `to_eps`) maps one into the others; plus METHOD.md's point mass at 0 on
+    `to_velocity`, `to_eps`) maps one into the others; plus the point mass at 0 on
     the OT path (``v = x / t``)."""
     data, _ = mixture_2d()
     centres, z, t = _points(1, data)
@@ -481,6 +481,7 @@ def _continuity_velocity(cases, path, x, velocity):
     "theorem-4.1-continuity",
     "Theorem 4.1: u^beta_t solves d/dt q_t + div(q_t u^beta_t) = 0 at many (x, t)",
     EXACT_TOL,
+    subject="paper maths",
 )
 def _theorem_4_1_continuity(
     *,
@@ -488,7 +489,9 @@ def _theorem_4_1_continuity(
     only_paths: Sequence[str] | None = None,
     velocity: Callable = guided_velocity,
 ) -> Outcome:
-    """Residual ``d_t log q_t + div u + u . grad log q_t`` (the continuity equation divided by
+    """Paper maths (``u^beta`` is the reference `guided_velocity`; the library learns it with
+    `efm_loss`, checked by ``theorem-4.3`` and ``trained-efm``). Residual
+    ``d_t log q_t + div u + u . grad log q_t`` (the continuity equation divided by
     ``q_t``) relative to ``1 + |each term|``, with ``q_t`` in closed form, ``u^beta`` from the
     guided-posterior formula (library conditional velocities) and every derivative by
     autodiff; finite data set and Gaussian mixture, three paths."""
@@ -512,6 +515,7 @@ def _theorem_4_1_continuity(
     "theorem-4.1-pushforward",
     "Theorem 4.1: the adaptive sampler on u^beta maps noise to pi = N(m*, S*)",
     EXACT_TOL,
+    subject="paper maths",
 )
 def _theorem_4_1_pushforward(
     *,
@@ -519,9 +523,11 @@ def _theorem_4_1_pushforward(
     only_paths: Sequence[str] | None = None,
     velocity: Callable = guided_velocity,
 ) -> Outcome:
-    """Gaussian data with a quadratic energy; the exact guided velocity integrated from
+    """Paper maths run through the library sampler: Gaussian data with a quadratic energy;
+    the exact guided velocity (the reference `guided_velocity`) integrated from
     ``q_1`` with `ewfm.integrate` (Tsit5, rtol = atol = 1e-10); the affine flow map gives the
-    pushforward's mean and covariance, compared with METHOD.md's ``N(m*, S*)``."""
+    pushforward's mean and covariance, compared with the closed form ``N(m*, S*)``
+    (docs/method.md)."""
     data, beta = gauss_2d()
     m_star, s_star = tilted_closed_form(GAUSS_MEAN, GAUSS_COV, GAUSS_A, GAUSS_C, beta)
     errors: dict[str, float] = {}
@@ -600,15 +606,116 @@ def _autodiff_eps(data, path, x, t, beta):
     return path.eps_from_score(jax.grad(log_marginal, argnums=2)(data, path, x, t, beta), t)
 
 
+Z_TOL = 5.0
+"""Bound on the z-scores (``|estimate - exact| / standard error``) of the statistical parts
+of the exact checks: a Gaussian z over 5 has probability below 1e-6 per case."""
+
+N_KEYS = 256  # Monte Carlo draws of a library loss per field (theorem-4.3, corollary-4.8)
+N_TILE = 8  # the batch holds the data set this many times
+
+
+def _time_nodes(t_min: float, n: int = 48) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Legendre nodes and weights of the uniform average over ``t`` in ``[t_min, 1]``.
+
+    With ``t_min > 0`` (VP) the rule runs in ``log t``: there ``sigma_t' ~ t^(-1/2)``, so the
+    loss integrand grows like ``1/t`` near ``t_min`` and is smooth only in ``log t``.
+    """
+    x, w = np.polynomial.legendre.leggauss(n)
+    if t_min > 0:
+        lo = np.log(t_min)
+        t = np.exp(lo + (x + 1) * (-lo) / 2)
+        wt = w * (-lo) / 2 * t
+    else:
+        t, wt = (x + 1) / 2, w / 2
+    return t, wt / (1.0 - t_min)
+
+
+@_jit
+def _expected_loss(fields, path, x0, ratio, t, eps, weight, velocity):
+    """The exact expectation over ``t ~ U[t_min, 1]`` and ``eps ~ N(0, 1)`` of the weighted
+    regression ``(1/B) sum_b (pi/p)(x0_b) ||f(x_t, t) - target_b||^2`` on a batch holding every
+    point equally often: a quadrature over (point, t, eps) nodes with weights ``weight``. The
+    target is the velocity if the traced flag ``velocity`` is set, else the noise (one
+    program for both)."""
+    ps = jax.vmap(path.sample)(x0, eps, t)
+    goal = jnp.where(velocity, ps.velocity, ps.eps)
+
+    def one(f):
+        out = jax.vmap(lambda x, s: f(x, s, None))(ps.x_t, t)
+        return jnp.sum(weight * ratio * jnp.sum((out - goal) ** 2, axis=-1))
+
+    return eqx.filter_vmap(one)(fields)
+
+
+@_jit
+def _sampled_loss(fields, path, x0, energy, beta, keys, loss):
+    """The library ``loss(f, path, x0, energy, beta, key)`` for every field and key."""
+
+    def one(f):
+        return jax.vmap(lambda k: loss(f, path, x0, energy, beta, k))(keys)
+
+    return eqx.filter_vmap(one)(fields)
+
+
+def _loss_expectation(
+    fields: Any,
+    path: AbstractPath,
+    t_min: float,
+    data: FiniteData,
+    beta: float,
+    loss: Callable,
+    target: str,
+) -> tuple[float, float]:
+    """The library loss averaged over ``N_KEYS`` keys against its exact expectation, for each
+    field: the largest z-score and the largest relative difference.
+
+    The batch holds the 1D data set ``N_TILE`` times, so the loss estimates
+    ``sum_i pi_i E_{t, eps} ||f - target_i||^2`` (``pi = softmax(-beta E)``, exact in numpy);
+    the expectation is a 48-node Gauss-Legendre rule in ``t`` (`_time_nodes`) times a 32-node
+    Gauss-Hermite rule in ``eps`` -- the fields are smooth, so the rule is exact to ~1e-6,
+    far below the Monte Carlo error (~1e-2). This ties the library loss (its weights, its
+    draws of ``t`` and ``eps``, its targets) to the conditional loss whose gap to the
+    marginal one `_loss_gap` checks on a grid.
+    """
+    pts, energy = np.asarray(data.points), np.asarray(data.energy)
+    n = pts.shape[0]
+    logit = -beta * energy
+    ratio = n * np.exp(logit - np.logaddexp.reduce(logit))  # pi_i / p_i
+    tn, tw = _time_nodes(t_min)
+    en, ew = np.polynomial.hermite_e.hermegauss(32)  # weight exp(-e^2 / 2)
+    ew = ew / np.sqrt(2 * np.pi)
+    grid = np.meshgrid(np.arange(n), np.arange(len(tn)), np.arange(len(en)))
+    i, a, b = (g.reshape(-1) for g in grid)
+    exact = _expected_loss(
+        fields,
+        path,
+        _arr(pts[i]),
+        _arr(ratio[i]),
+        _arr(tn[a]),
+        _arr(en[b][:, None]),
+        _arr(tw[a] * ew[b] / n),
+        _arr(target == "velocity"),
+    )
+    keys = _arr(np.stack([np.zeros(N_KEYS), np.arange(N_KEYS)], axis=1).astype(np.uint32))
+    x0, e = _arr(np.tile(pts, (N_TILE, 1))), _arr(np.tile(energy, N_TILE))
+    got = np.asarray(_sampled_loss(fields, path, x0, e, _arr(beta), keys, loss))
+    exact = np.asarray(exact)
+    se = got.std(axis=1, ddof=1) / np.sqrt(N_KEYS)
+    z = np.abs(got.mean(axis=1) - exact) / se
+    return _max(z), _max(np.abs(got.mean(axis=1) - exact) / np.abs(exact))
+
+
 def _loss_gap(
     target: str,
     velocity: Callable,
     eps: Callable,
     weights: Callable,
+    loss: Callable,
     only_paths: Sequence[str] | None = None,
-) -> tuple[dict[str, float], dict[str, float]]:
+) -> Outcome:
     """``L_marginal(theta) - L_conditional(theta)`` for four random MLP fields, its gradients,
-    and the pointwise minimiser of the conditional loss, as exact sums over a (t, x) grid.
+    and the pointwise minimiser of the conditional loss, as exact sums over a (t, x) grid;
+    and the library ``loss`` against the conditional loss in expectation.
 
     1D data set of six equally likely points (the batch is the data set, so the library's
     batch weights ``B softmax(-beta E)`` are exactly ``pi_i / p_i``). The conditional loss
@@ -617,14 +724,19 @@ def _loss_gap(
     loss weighs ``||f - marginal target||^2`` by ``p_t exp(-E_t) / Z`` (finite sums). Both
     use the same grid, so the difference is theta-free exactly when the marginal target is
     the weighted-posterior average of the conditional targets and ``p_t exp(-E_t) / Z`` their
-    total weight -- the content of the theorem, whatever the quadrature.
+    total weight -- the content of the theorem, whatever the quadrature. The library loss
+    itself draws ``t`` and ``eps`` at random, so it enters through its expectation at fixed
+    theta (`_loss_expectation`): passing needs every z-score (in ``info``) at most ``Z_TOL``.
     """
     data, beta = uniform_finite(1)
     fields = _random_mlps(10, 4, dim=1)
     w = _jitted(weights)(data.energy, _arr(beta))
     errors: dict[str, float] = {}
     info: dict[str, float] = {}
-    for pname, path in _paths(only=only_paths):
+    ok = True
+    for (pname, path), (_, plain) in zip(
+        _paths(only=only_paths), paths(only=only_paths), strict=True
+    ):
         T, X, H = _grid(path)
         g = _grid_case(data, path, T, X, w, beta, velocity, eps)
         tgt, best, mt = g[target]
@@ -639,12 +751,18 @@ def _loss_gap(
         errors[f"{pname}/L_marg - L_cond spread"] = float(np.ptp(diffs)) / scale
         info[f"{pname}/L_marg - L_cond"] = float(diffs[0])
         errors[f"{pname}/gradients"] = _rel(gc, gm)
-    return errors, info
+        z, rel = _loss_expectation(fields, path, float(plain.t_min), data, beta, loss, target)
+        name = "efm_loss" if target == "velocity" else "ed_loss"
+        info[f"{pname}/E[{name}] z-score"] = z
+        info[f"{pname}/E[{name}] relative difference"] = rel
+        ok = ok and z <= Z_TOL
+    return Outcome(errors, info, ok)
 
 
 @register(
     "theorem-4.3",
-    "Theorem 4.3: L_EFM - L_CEFM is theta-free, gradients agree, argmin L_CEFM = u^beta",
+    "Theorem 4.3: L_EFM - L_CEFM is theta-free, gradients agree, argmin L_CEFM = u^beta; "
+    "efm_loss estimates L_CEFM",
     EXACT_TOL,
 )
 def _theorem_4_3(
@@ -653,16 +771,18 @@ def _theorem_4_3(
     only_paths: Sequence[str] | None = None,
     velocity: Callable = guided_velocity,
     weights: Callable = energy_weights,
+    efm: Callable = efm_loss,
 ) -> Outcome:
     """Exact expectations (sums over a t-x grid) on a 1D finite data set for four MLPs; the
-    marginal target ``u^beta`` from Theorem 4.1's formula; see `_loss_gap`."""
-    errors, info = _loss_gap("velocity", velocity, _autodiff_eps, weights, only_paths)
-    return Outcome(errors, info)
+    marginal target ``u^beta`` from Theorem 4.1's formula; and the mean of ``efm`` over 256
+    keys at fixed theta against its exact expectation; see `_loss_gap`."""
+    return _loss_gap("velocity", velocity, _autodiff_eps, weights, efm, only_paths)
 
 
 @register(
     "corollary-4.8",
-    "Corollary 4.8: L_ED - L_CED is theta-free (eps form), argmin L_CED = grad log q_t",
+    "Corollary 4.8: L_ED - L_CED is theta-free (eps form), argmin L_CED = grad log q_t; "
+    "ed_loss estimates L_CED",
     EXACT_TOL,
 )
 def _corollary_4_8(
@@ -671,11 +791,11 @@ def _corollary_4_8(
     only_paths: Sequence[str] | None = None,
     eps: Callable = _autodiff_eps,
     weights: Callable = energy_weights,
+    ed: Callable = ed_loss,
 ) -> Outcome:
     """As Theorem 4.3 with the denoising target; the marginal target is
     ``-sigma_t grad log q_t`` with the score by autodiff of the closed-form ``log q_t``."""
-    errors, info = _loss_gap("eps", guided_velocity, eps, weights, only_paths)
-    return Outcome(errors, info)
+    return _loss_gap("eps", guided_velocity, eps, weights, ed, only_paths)
 
 
 # -- 4. Remark 4.6 -------------------------------------------------------------------------
@@ -829,14 +949,18 @@ def _score_lib(cases, path, x, score):
     "corollary-4.7",
     "Corollary 4.7: the weighted-posterior score (4.4) equals autodiff grad log q_t",
     EXACT_TOL,
+    subject="paper maths",
 )
 def _corollary_4_7(
     *, tolerance: float, only_paths: Sequence[str] | None = None, score: Callable = guided_score
 ) -> Outcome:
-    """Eq. 4.4 (conditional scores ``-eps / sigma_t`` via `AbstractPath.score_from_eps`,
-    averaged over the guided posterior) against ``jax.grad`` of the closed-form ``log q_t``,
-    on the finite data set, the mixture and the Gaussian; on the finite data set also
-    ``grad log q_t = grad log p_t - grad E_t`` [3.6]."""
+    """Paper maths: eq. 4.4 (the reference `guided_score`: conditional scores ``-eps /
+    sigma_t`` via `AbstractPath.score_from_eps`, averaged over the guided posterior) against
+    ``jax.grad`` of the closed-form ``log q_t``, on the finite data set, the mixture and the
+    Gaussian; on the finite data set also ``grad log q_t = grad log p_t - grad E_t`` [3.6],
+    where both sides are references (`log_marginal`, `intermediate_energy`): two routes of
+    the maths, no library function. The library learns this score with `ed_loss`, checked by
+    ``corollary-4.8``."""
     cases = {}
     for dname, (data, beta) in (
         ("finite", finite_2d()),
@@ -977,6 +1101,7 @@ def _lemma_4_10_energy(data, path, x, t, energy_net):
     "Lemma 4.10: CFG(w) = CG(w) = energy guidance(beta) at w = beta = 1; for w != 1 only "
     "energy guidance samples p p(c|x)^w",
     EXACT_TOL,
+    subject="paper maths",
 )
 def _lemma_4_10(
     *,
@@ -985,7 +1110,10 @@ def _lemma_4_10(
     energy_net: Callable = _exact_energy_net,
     sampler: bool = True,
 ) -> Outcome:
-    """Gaussian data, ``p(c|x) ∝ exp(-1/2 (x-c)^T A (x-c))``, scales w = beta in {1, 2}.
+    """Paper maths: the guided fields are exact references (velocities, noisy classifier,
+    ``-E_t``); the library's `CFGField` and `EnergyGuidedField` combine them and the library
+    sampler integrates them. Gaussian data, ``p(c|x) ∝ exp(-1/2 (x-c)^T A (x-c))``, scales
+    w = beta in {1, 2}.
     `CFGField` over the exact unconditional / conditional velocities; classifier guidance and
     energy guidance as `EnergyGuidedField` (exact noisy log-classifier, exact ``-E_t``).
     Pointwise: CFG = CG for every w, energy guidance = Theorem 4.1's ``u^beta``, CFG = energy
@@ -1087,65 +1215,7 @@ def _lemma_4_11(
     return Outcome(errors)
 
 
-# -- 9. Eq. 5.4 ------------------------------------------------------------------------------
-
-
-@register(
-    "eq-5.4",
-    "Eq. 5.4: n = 3 rounds of Q-weighted renewal with beta give mu exp(n beta Q)",
-    EXACT_TOL,
-)
-def _eq_5_4(
-    *,
-    tolerance: float,
-    only_paths: Sequence[str] | None = None,
-    weights: Callable = grouped_energy_weights,
-    velocity: Callable = guided_velocity,
-) -> Outcome:
-    """(a) Gaussian behaviour policy, ``Q = -1/2 (a-c)^T A (a-c)``, beta = 0.7: each round
-    integrates the exact minimiser of L_QFM for the current policy (the guided velocity with
-    ``E = -Q``) with the adaptive sampler, and the next round starts from the pushforward.
-    After 3 rounds: precision ``S^{-1} + 3 beta A`` (closed form). (b) Finite action set,
-    ``exp(beta Q) = (1, 2, 3, 4)``, uniform mu: round r holds the current policy as a support
-    multiset (action a repeated ``k_a^r`` times, built from the previous round's output) and
-    reweights it with the library's ``grouped_energy_weights(-Q, beta)``; after 3 rounds
-    against ``mu exp(3 beta Q) / Z`` in exact rational arithmetic."""
-    errors: dict[str, float] = {}
-    beta, n_rounds = 0.7, 3
-    m_n, s_n = tilted_closed_form(GAUSS_MEAN, GAUSS_COV, GAUSS_A, GAUSS_C, n_rounds * beta)
-    for pname, path in _paths(only=only_paths):
-        mean, cov = GAUSS_MEAN, GAUSS_COV
-        for _ in range(n_rounds):
-            data, _ = gauss_2d(mean, cov)
-            m1, s1 = tilted_closed_form(mean, cov, GAUSS_A, GAUSS_C, beta)
-            field = _VelocityField(data, path, _arr(beta), velocity)
-            mean, cov = pushforward(field, path, *_start(m1, s1, path))
-        errors[f"{pname}/gaussian/mean"] = _rel(mean, m_n)
-        errors[f"{pname}/gaussian/cov"] = _rel(cov, s_n)
-    k = np.array([1, 2, 3, 4])
-    b2 = 0.5
-    q_vals = np.log(k) / b2  # exp(b2 Q) = k
-    mult = np.ones(4, dtype=int)
-    probs = np.full(4, 0.25)
-    worst = 0.0
-    for r in range(n_rounds):
-        support = np.repeat(np.arange(4), mult)
-        w = np.asarray(_jitted(weights)(_arr(-q_vals[support][None, :]), _arr(b2)))[0]
-        probs = np.bincount(support, weights=w, minlength=4) / support.shape[0]
-        if r + 1 < n_rounds:
-            m_next = int(np.sum(k ** (r + 1)))
-            target = probs * m_next
-            worst = max(worst, float(np.max(np.abs(target - np.round(target)))) / m_next)
-            mult = np.maximum(np.round(target).astype(int), 0)
-    exact = [Fraction(int(v) ** n_rounds, int(np.sum(k**n_rounds))) for v in k]
-    errors["finite/multiset representable"] = worst
-    errors["finite/policy"] = max(
-        abs(float(p) - float(e)) for p, e in zip(probs, exact, strict=True)
-    )
-    return Outcome(errors)
-
-
-# -- 10. Energy-weight numerics --------------------------------------------------------------
+# -- 9. Energy-weight numerics ---------------------------------------------------------------
 
 
 def _decimal_weights(energy: np.ndarray, beta: float) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Exact references: guided marginals, posteriors, velocities and scores of toy data.
 
-Two kinds of data where every quantity of METHOD.md is exact:
+Two kinds of data where every quantity of docs/method.md is exact:
 
 - `FiniteData`: a finite data set ``{x0_i}`` with probabilities ``p_i`` and energies ``E_i``;
   every posterior is a finite sum.

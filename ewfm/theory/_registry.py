@@ -8,6 +8,15 @@ from typing import Any
 
 import jax
 
+from .._experiment import ConfigError
+
+SUBJECTS = ("library", "paper maths")
+"""What a check tests. ``library``: the checked ingredient (the function a broken twin
+replaces) is library code, so a bug there fails the check. ``paper maths``: the checked
+formula is an exact reference of `ewfm.theory` (e.g. the guided velocity of Theorem 4.1 in
+closed form); library code (paths, sampler, guided fields) runs around it, but the check
+verifies the paper's mathematics, not a library function that computes it."""
+
 
 @dataclasses.dataclass(frozen=True)
 class CheckResult:
@@ -16,6 +25,7 @@ class CheckResult:
     Attributes:
         name: registry name, e.g. ``"lemma-3.2"``.
         statement: the result being checked, in one line.
+        subject: ``"library"`` or ``"paper maths"`` (see `SUBJECTS`).
         max_error: the largest error over all of the check's cases (NaN if a case produced
             a non-finite value).
         tolerance: ``passed`` needs ``max_error <= tolerance``.
@@ -27,6 +37,7 @@ class CheckResult:
 
     name: str
     statement: str
+    subject: str
     max_error: float
     tolerance: float
     passed: bool
@@ -35,7 +46,7 @@ class CheckResult:
     info: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON record ``{name, statement, max_error, tolerance, passed, seconds}``.
+        """The JSON record ``{name, statement, subject, max_error, tolerance, passed, seconds}``.
 
         A non-finite ``max_error`` is written as ``null`` (JSON has no NaN).
         """
@@ -43,6 +54,7 @@ class CheckResult:
         return {
             "name": self.name,
             "statement": self.statement,
+            "subject": self.subject,
             "max_error": err,
             "tolerance": self.tolerance,
             "passed": self.passed,
@@ -72,6 +84,11 @@ class Check:
     tolerance: float
     fn: Callable[..., Outcome]
     trained: bool = False
+    subject: str = "library"
+
+    def __post_init__(self):
+        if self.subject not in SUBJECTS:
+            raise ValueError(f"subject must be one of {SUBJECTS}, got {self.subject!r}.")
 
     def __call__(self, **ingredients: Any) -> CheckResult:
         t0 = time.perf_counter()
@@ -85,6 +102,7 @@ class Check:
         return CheckResult(
             name=self.name,
             statement=self.statement,
+            subject=self.subject,
             max_error=max_error,
             tolerance=self.tolerance,
             passed=passed,
@@ -95,16 +113,22 @@ class Check:
 
 
 CHECKS: dict[str, Check] = {}
-"""All checks by name, in the order of METHOD.md (the exact ones first, then the trained)."""
+"""All checks by name, in the paper's order (docs/method.md; the exact ones first, then the
+trained)."""
 
 
 def register(
-    name: str, statement: str, tolerance: float, *, trained: bool = False
+    name: str,
+    statement: str,
+    tolerance: float,
+    *,
+    trained: bool = False,
+    subject: str = "library",
 ) -> Callable[[Callable[..., Outcome]], Check]:
     """Decorator adding a check function to `CHECKS`."""
 
     def wrap(fn: Callable[..., Outcome]) -> Check:
-        check = Check(name, statement, tolerance, fn, trained)
+        check = Check(name, statement, tolerance, fn, trained, subject)
         CHECKS[name] = check
         return check
 
@@ -116,6 +140,25 @@ def check_names(*, trained: bool = True) -> list[str]:
     return [n for n, c in CHECKS.items() if trained or not c.trained]
 
 
+def select_checks(names: Iterable[str] | None = None, *, trained: bool = False) -> list[str]:
+    """The checks to run: ``names`` as given, or (``None``) every exact check plus the trained
+    ones if ``trained``.
+
+    Raises `ConfigError` (a `ValueError`), before anything runs, for an unknown name or an
+    empty selection (running nothing would report "all 0 checks passed").
+    """
+    if names is None:
+        return check_names(trained=trained)
+    selected = list(names)
+    valid = ", ".join(CHECKS)
+    if not selected:
+        raise ConfigError(f"no check selected; name at least one of: {valid}.")
+    unknown = [n for n in selected if n not in CHECKS]
+    if unknown:
+        raise ConfigError(f"unknown check(s) {', '.join(unknown)}; valid: {valid}.")
+    return selected
+
+
 def run_checks(
     names: Iterable[str] | None = None,
     *,
@@ -125,18 +168,11 @@ def run_checks(
 ) -> list[CheckResult]:
     """Run the named checks (default: every exact check, plus the trained ones if asked).
 
-    Unknown names raise `KeyError` naming the valid ones. ``on_start`` / ``on_result`` are
+    The selection is validated first by `select_checks`. ``on_start`` / ``on_result`` are
     called around each check (for progress display).
     """
-    if names is None:
-        selected = check_names(trained=trained)
-    else:
-        selected = list(names)
-        unknown = [n for n in selected if n not in CHECKS]
-        if unknown:
-            raise KeyError(f"unknown check(s) {', '.join(unknown)}; valid: {', '.join(CHECKS)}.")
     results = []
-    for n in selected:
+    for n in select_checks(names, trained=trained):
         check = CHECKS[n]
         if on_start is not None:
             on_start(check)
