@@ -150,8 +150,8 @@ class _Trainer:
         metrics, samples = evaluate(
             model, problem, beta, self.cfg, _stable_key(self.cfg, problem.name, method)
         )
-        self.runs.advance()
         self.runs.label(f"runs (last: {problem.name} {method} beta={beta:g})")
+        self.runs.advance()
         return {"data": problem.name, "method": method, "beta": beta, **metrics}, samples
 
 
@@ -187,7 +187,7 @@ def train(
     cfg = ToyConfig() if cfg is None else cfg
     beta = float(cfg.beta)
     run_dir = None if out is None else _open(out, config_to_json(cfg))
-    with Progress(progress) as bars:
+    with Progress(progress, log_lines=True) as bars:
         trainer = _Trainer(cfg, bars, [(cfg.data, cfg.method, beta)])
         problem = make_problem(cfg.data, cfg)
         metrics, samples = trainer.run(problem, cfg.method, beta)
@@ -248,7 +248,7 @@ def sweep(
     records: list[dict[str, Any]] = []
     clouds: dict[str, dict[tuple[str, float], np.ndarray]] = {m: {} for m in ms}
     targets: dict[tuple[str, float], np.ndarray] = {}
-    with Progress(progress) as bars:
+    with Progress(progress, log_lines=True) as bars:
         trainer = _Trainer(cfg, bars, [(d, m, b) for d in ds for b in bs for m in ms])
         for d in ds:
             problem = make_problem(d, cfg)
