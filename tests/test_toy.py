@@ -252,9 +252,15 @@ def test_cli_run_writes_metrics_and_figure(tmp_path):
     for k in ("sw2", "floor", "mean_energy", "exact_mean_energy", "nll", "ms_per_1000"):
         assert math.isfinite(metrics[k])
     assert (out / "samples.png").stat().st_size > 1000
-    config = json.loads((out / "config.json").read_text())
-    assert toy.ToyConfig(**config) == toy.resolve_config("quick", overrides=dict(
+    # load_run reads the run back: its settings, metrics, samples and exact target samples.
+    run = toy.load_run(out)
+    assert run.config == toy.resolve_config("quick", overrides=dict(
         data="moons", method="efm", beta=3.0, steps=300))  # fmt: skip
+    assert run.metrics == {k: v for k, v in metrics.items() if k != "config"}
+    assert run.samples.shape == run.target.shape == (QUICK.n_eval, 2)
+    np.testing.assert_array_equal(run.problem.x, toy.make_problem("moons", QUICK).x)
+    with pytest.raises(toy.ConfigError, match="not a finished run directory"):
+        toy.load_run(tmp_path)
     # The same directory with other settings is refused, before any work, files untouched.
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     result = runner.invoke(app, [*args[:-2], "--beta", "1", "--out", str(out)])

@@ -114,8 +114,8 @@ _run_out = option(
     ...,
     "--out",
     "-o",
-    help="directory for config.json, metrics.json and samples.png (empty, or a run of the "
-    "same settings, which is redone)",
+    help="directory for config.json, metrics.json, samples.npz and samples.png (empty, or a "
+    "run of the same settings, which is redone)",
     annotation=Path,
 )
 _sweep_out = option(

@@ -47,6 +47,7 @@ from ._run import (
     evaluate as evaluate,
     exact_sets as exact_sets,
     guidance_goals as guidance_goals,
+    load_run as load_run,
     make_problem as make_problem,
     sampling_times as sampling_times,
     summary_markdown as summary_markdown,

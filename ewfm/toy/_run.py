@@ -28,7 +28,15 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._experiment import Progress, RunDir, Task, config_to_json, require
+from .._experiment import (
+    Progress,
+    RunDir,
+    Task,
+    atomic_path,
+    config_from_json,
+    config_to_json,
+    require,
+)
 from ._config import (
     DATASETS,
     METHODS,
@@ -182,7 +190,8 @@ def train(
     """Train ``cfg.method`` on ``cfg.data`` at guidance ``cfg.beta``, sample it and score it.
 
     With ``out``: check the directory first (empty, or a run of the same settings), then
-    write ``config.json``, ``metrics.json`` and ``samples.png`` into it.
+    write ``config.json``, ``metrics.json``, ``samples.npz`` and ``samples.png`` into it
+    (`load_run` reads them back).
     """
     cfg = ToyConfig() if cfg is None else cfg
     beta = float(cfg.beta)
@@ -200,10 +209,12 @@ def train(
 
 
 def _save(result: Run, run: RunDir) -> None:
-    """``metrics.json`` and ``samples.png`` of one run."""
+    """``metrics.json``, ``samples.npz`` (samples and exact target) and ``samples.png``."""
     from ._plot import plot_run
 
     m, cfg = result.metrics, result.config
+    with atomic_path(run / "samples.npz") as tmp:
+        np.savez(tmp, samples=result.samples, target=result.target)
     run.write_json("metrics.json", {**m, "config": config_to_json(cfg)})
     n = min(cfg.n_eval, result.problem.x.shape[0])
     title = (
@@ -219,6 +230,18 @@ def _save(result: Run, run: RunDir) -> None:
         result.samples,
         title,
     )
+
+
+def load_run(out: str | os.PathLike) -> Run:
+    """A finished `train` run read back from its directory: config, metrics, samples, exact
+    target samples, and the data set (remade from the config)."""
+    run = RunDir(out)
+    run.require("config.json", "metrics.json", "samples.npz", hint="make it with ewfm toy run.")
+    cfg = config_from_json(ToyConfig, run.config_path)
+    metrics = {k: v for k, v in run.read_json("metrics.json").items() if k != "config"}
+    with np.load(run / "samples.npz") as arrays:
+        samples, target = arrays["samples"], arrays["target"]
+    return Run(cfg, metrics, samples, target, make_problem(cfg.data, cfg))
 
 
 def sweep(
