@@ -18,7 +18,10 @@ _LIGHT = "_ewfm_light"
 
 def fail(msg: str) -> NoReturn:
     """Print ``error: msg`` in red on stderr and exit with status 2 (bad input)."""
-    typer.secho(f"error: {str(msg).strip(chr(39) + chr(34))}", err=True, fg="red")
+    text = str(msg)
+    if len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":  # a KeyError's repr
+        text = text[1:-1]
+    typer.secho(f"error: {text}", err=True, fg="red")
     raise typer.Exit(2)
 
 
@@ -59,7 +62,7 @@ def _help(info: Any, preset_note: str) -> str:
     if isinstance(default, tuple):
         default = ",".join(str(x) for x in default)
     shown = "true" if default is True else "false" if default is False else default
-    return f"{text} [default: {shown}{preset_note}]"
+    return f"{text} \\[default: {shown}{preset_note}]"  # escaped: rich markup eats [..]
 
 
 def config_options(
