@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+from jaxtyping import TypeCheckError
 
 import ewfm
 
@@ -139,15 +140,21 @@ def test_cep_loss_exact_values():
         assert ewfm.cep_loss(worse, _NoNoise(), x0, energy, beta, KEY) > entropy
 
 
+def _shape_error(param, actual, axes):
+    """The run-time shape check's message (EWFM_TYPECHECK=1, set by conftest): the parameter,
+    its actual shape and the named axes it should have had."""
+    return rf"typechecking parameter '{param}'\.\nActual value: {actual}\nExpected type: .*'{axes}'"
+
+
 def test_shape_mistakes_name_the_dimension():
     field = lambda x, t, c: x
-    with pytest.raises(Exception, match="energy"):
+    with pytest.raises(TypeCheckError, match=_shape_error("energy", r"f32\[5\]", "batch")):
         ewfm.efm_loss(field, ewfm.OTPath(), jnp.ones((4, 2)), jnp.ones(5), 1.0, KEY)
-    with pytest.raises(Exception, match="q"):
+    with pytest.raises(TypeCheckError, match=_shape_error("q", r"f32\[4,2\]", "batch m")):
         ewfm.qfm_loss(
             field, ewfm.OTPath(), jnp.ones((4, 3, 2)), jnp.ones((4, 2)), 1.0, KEY, jnp.ones((4, 5))
         )
-    with pytest.raises(Exception, match="states"):
+    with pytest.raises(TypeCheckError, match=_shape_error("states", r"f32\[3,5\]", "batch state")):
         ewfm.qfm_loss(
             field, ewfm.OTPath(), jnp.ones((4, 3, 2)), jnp.ones((4, 3)), 1.0, KEY, jnp.ones((3, 5))
         )

@@ -46,9 +46,27 @@ def test_residual_field_is_qgpo_sized():
 
 def test_twin_q_nets_are_independent():
     q = ewfm.TwinQ(3, 2, width=16, depth=2, key=K)
-    v = q(jnp.ones(3), jnp.ones(2))
+    s, a = jnp.ones(3), jnp.ones(2)
+    v = q(s, a)
     assert v.shape == (2,) and v[0] != v[1]
-    assert q.min(jnp.ones(3), jnp.ones(2)) == jnp.min(v)
+    assert q.min(s, a) == jnp.min(v)
+    params, static = eqx.partition(q, eqx.is_inexact_array)
+    leaves = jax.tree_util.tree_leaves(params)
+    # every parameter array holds the two nets on its leading axis, initialised apart
+    assert leaves and all(x.shape[0] == 2 for x in leaves)
+    assert not any(jnp.allclose(x[0], x[1]) for x in leaves)
+    # Q_k depends on the k-th half of every parameter array, on nothing of the other's
+    for k in (0, 1):
+        g = jax.tree_util.tree_leaves(eqx.filter_grad(lambda m, k=k: m(s, a)[k])(q))
+        assert all(jnp.all(x[1 - k] == 0) for x in g)
+        assert all(jnp.any(x[k] != 0) for x in g[-2:])  # (the output layer's w and b)
+    # changing net 1 changes Q_1 and leaves Q_0 bit for bit, at any input
+    bumped = eqx.combine(jax.tree_util.tree_map(lambda x: x.at[1].add(0.3), params), static)
+    xs = jr.normal(jr.PRNGKey(1), (8, 5))
+    before = jax.vmap(lambda x: q(x[:3], x[3:]))(xs)
+    after = jax.vmap(lambda x: bumped(x[:3], x[3:]))(xs)
+    assert jnp.array_equal(before[:, 0], after[:, 0])
+    assert not jnp.allclose(before[:, 1], after[:, 1])
 
 
 def test_energy_net_scalar_and_differentiable():

@@ -71,7 +71,8 @@ def test_lemma_3_2_conversions_exact_on_gaussian(path):
 
 
 def test_point_mass_velocity_is_x_over_t():
-    # METHOD.md's check: OT path, data a point mass at 0 => v = x / t
+    # the check by hand after Lemma 3.2 (docs/method.md): OT path, data a point mass at 0
+    # => v = x / t
     path = ewfm.OTPath()
     x, t = jnp.array([0.3, -2.0]), 0.4
     score = -x / path.sigma(t) ** 2  # p_t = N(0, t^2)

@@ -1,5 +1,7 @@
 """Samplers against the exact flow of Gaussian data (closed-form velocity, score and noise)."""
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -31,12 +33,14 @@ def test_adaptive_solver_matches_exact_pushforward(path):
     assert int(res.nfe) > 6
 
 
-def _errors(path, field, solver, steps_list, prediction="velocity", **kw):
+def _errors(path, field, solver, steps_list, prediction: Any = "velocity", t_start=1.0):
     push = gaussian_fields(path, M, S)[3]
-    exact = push(x1(), kw.get("t_start", 1.0), path.t_min)
+    exact = push(x1(), t_start, path.t_min)
     out = []
     for n in steps_list:
-        res = ewfm.integrate(field, path, x1(), solver=solver, steps=n, prediction=prediction, **kw)
+        res = ewfm.integrate(
+            field, path, x1(), solver=solver, steps=n, prediction=prediction, t_start=t_start
+        )
         out.append(float(jnp.max(jnp.abs(res.x - exact))))
     return np.array(out)
 
@@ -105,11 +109,12 @@ def test_nfe_counts_match_actual_evaluations():
         jax.debug.callback(lambda: calls.append(1))
         return velocity(x, t)
 
-    for solver, steps in [("tsit5", 10), ("heun", 7), ("euler", 5), ("dpm2", 6)]:
+    solvers: list[tuple[Any, int]] = [("tsit5", 10), ("heun", 7), ("euler", 5), ("dpm2", 6)]
+    for solver, steps in solvers:
         calls.clear()
-        kw = {"t_start": 0.999} if solver == "dpm2" else {}
+        t_start = 0.999 if solver == "dpm2" else 1.0
         res = ewfm.integrate(
-            counted, path, x1(1), solver=solver, steps=steps, rtol=1e-6, atol=1e-6, **kw
+            counted, path, x1(1), solver=solver, steps=steps, rtol=1e-6, atol=1e-6, t_start=t_start
         )
         jax.effects_barrier()
         assert int(res.nfe) == len(calls), (solver, int(res.nfe), len(calls))
@@ -173,11 +178,18 @@ def test_bad_solver_arguments():
     f = lambda x, t, c: x
     # a ValueError listing the solvers; with run-time type checking on, the Literal fails first
     with pytest.raises((ValueError, TypeError), match="solver"):
-        ewfm.integrate(f, ewfm.OTPath(), x1(2), solver="rk4")
+        ewfm.integrate(f, ewfm.OTPath(), x1(2), solver="rk4")  # pyright: ignore[reportArgumentType]
     with pytest.raises(ValueError, match="steps"):
         ewfm.integrate(f, ewfm.OTPath(), x1(2), solver="heun", steps=0)
-    with pytest.raises(ValueError, match="t_start"):
+    # dpm2 steps in log-SNR, which is -inf at t = 1 on the OT path (alpha_1 = 0): refused with
+    # the fix, through integrate, sample and Sampler alike (from t_start < 1 it runs: above)
+    dpm2_on_ot = r"dpm2 / log-SNR grids need alpha\(t_start\) > 0; pass t_start < 1 for OTPath\."
+    with pytest.raises(ValueError, match=dpm2_on_ot):
         ewfm.integrate(f, ewfm.OTPath(), x1(2), solver="dpm2")
+    with pytest.raises(ValueError, match=dpm2_on_ot):
+        ewfm.sample(f, ewfm.OTPath(), jax.random.key(0), (3, 2), solver="dpm2")
+    with pytest.raises(ValueError, match=dpm2_on_ot):
+        ewfm.Sampler(ewfm.OTPath(), "dpm2", 4)(f, jax.random.key(0), (3, 2))
 
 
 def test_path_with_traced_schedule_under_jit():

@@ -18,7 +18,8 @@ import ewfm
 
 
 def test_efm_fit_samples_the_closed_form_tilted_gaussian():
-    # p = N(0, I_2), E(x) = ||x - c||^2 / 2, beta = 1  =>  pi = N(c / 2, I / 2) (METHOD.md).
+    # p = N(0, I_2), E(x) = ||x - c||^2 / 2, beta = 1  =>  pi = N(c / 2, I / 2) (the tilted
+    # Gaussian of docs/method.md, "Closed forms used by the checks").
     # Tolerance 0.1 on mean and covariance entries: 5 standard errors of (a) 4,000 model
     # samples (0.011 on the mean, 0.016 on the variance) and (b) the weighted training set
     # (8,192 points, effective size ~3,000 after weighting: ~0.013 on the mean).
@@ -164,14 +165,34 @@ def test_bad_fit_arguments():
 _DP_SCRIPT = textwrap.dedent(
     """
     import json, jax, jax.numpy as jnp, jax.random as jr, optax, ewfm
+    batch_shards = []  # the sharding XLA gives each training batch, seen from inside the loss
     x0 = jr.normal(jr.PRNGKey(0), (512, 2))
     field = ewfm.MLPField(2, width=32, depth=2, key=jr.PRNGKey(1))
     path = ewfm.OTPath()
-    loss = lambda m, b, k: ewfm.efm_loss(m, path, b, b[:, 0], 1.0, k)
+
+    def loss(m, b, k):
+        jax.debug.inspect_array_sharding(b, callback=batch_shards.append)
+        return ewfm.efm_loss(m, path, b, b[:, 0], 1.0, k)
+
     res = ewfm.fit(field, loss, x0, key=jr.PRNGKey(2), optimizer=optax.adam(1e-3),
                    epochs=3, batch_size=64)
-    print(json.dumps({"devices": len(jax.devices()),
-                      "losses": [h["loss"] for h in res.history]}))
+    state = [x for x in jax.tree.leaves(res.state) if isinstance(x, jax.Array)]
+    shards = [list(s.shard_shape((64, 2))) for s in batch_shards]
+    devices = [len(s.device_set) for s in batch_shards]
+    try:
+        ewfm.fit(field, loss, x0, key=jr.PRNGKey(2), epochs=1, batch_size=63)
+        odd = None
+    except ValueError as e:
+        odd = str(e)
+    print(json.dumps({
+        "devices": len(jax.devices()),
+        "losses": [h["loss"] for h in res.history],
+        "batch_shards": shards,
+        "batch_devices": devices,
+        "state_devices": sorted({len(x.sharding.device_set) for x in state}),
+        "state_replicated": all(x.sharding.is_fully_replicated for x in state),
+        "odd_batch": odd,
+    }))
     """
 )
 
@@ -188,7 +209,19 @@ def _run(devices):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_data_parallel_fit_matches_single_device():
+def test_data_parallel_fit_shards_the_batch_and_matches_single_device():
     one, two = _run(1), _run(2)
     assert one["devices"] == 1 and two["devices"] == 2
+    # two devices: each batch of 64 is split in halves of 32 rows, one per device, ...
+    assert two["batch_shards"] == [[32, 2]] and two["batch_devices"] == [2], two
+    # ... while the parameters, optimiser state and EMA are replicated on both
+    assert two["state_devices"] == [2] and two["state_replicated"], two
+    assert one["batch_shards"] == [[64, 2]] and one["state_devices"] == [1], one
+    # the same training, up to float rounding of the sharded reductions
     assert np.allclose(one["losses"], two["losses"], rtol=1e-5), (one, two)
+    # a batch that does not split evenly over the devices is refused before training
+    assert two["odd_batch"] == (
+        "batch_size 63 must be divisible by the 2 devices for data-parallel training; "
+        "change batch_size."
+    )
+    assert one["odd_batch"] is None  # one device takes any batch size
