@@ -5,14 +5,18 @@ Minari), which is imported lazily, so ``import ewfm.rl`` itself stays light.
 """
 
 # -- training pipeline (`ewfm train`) --
+from .._experiment import ConfigError as ConfigError
 from ._config import (
-    ALGOS as ALGOS,
+    CRITICS as CRITICS,
+    METHODS as METHODS,
     PRESETS as PRESETS,
     Q_NORMS as Q_NORMS,
-    ConfigError as ConfigError,
     TrainConfig as TrainConfig,
+    read_config as read_config,
     resolve_config as resolve_config,
+    resume_config as resume_config,
 )
+from ._context import Dims as Dims
 from ._critic import (
     Critic as Critic,
     CriticBatch as CriticBatch,
@@ -60,16 +64,34 @@ from ._data import (
     reference_scores as reference_scores,
     write_dataset as write_dataset,
 )
-from ._evaluate import EvalResult as EvalResult, evaluate as evaluate
-from ._pipeline import (
-    evaluate_run as evaluate_run,
-    renew_supports as renew_supports,
-    train as train,
+from ._evaluate import (
+    EvalResult as EvalResult,
+    evaluate as evaluate,
+    policy_caller as policy_caller,
+)
+from ._policy import (
+    Policy as Policy,
+    policy_sampler as policy_sampler,
+    seed_count as seed_count,
+    seed_slice as seed_slice,
 )
 from ._qipo import (
-    PolicySampler as PolicySampler,
     SupportSet as SupportSet,
     draw_supports as draw_supports,
     make_qipo_loss as make_qipo_loss,
+    renew_supports as renew_supports,
     scale_q as scale_q,
+    score_supports as score_supports,
+    support_stats as support_stats,
+)
+from ._run import (
+    Run as Run,
+    evaluate_run as evaluate_run,
+    load_run as load_run,
+    train as train,
+)
+from ._stages import (
+    STAGES as STAGES,
+    Stage as Stage,
+    StopTraining as StopTraining,
 )

@@ -1,21 +1,38 @@
-"""Training configuration for `ewfm train`: one flat, frozen record, presets, TOML and overrides.
+"""The settings of one `ewfm train` run (`TrainConfig`), its presets, and the names of methods.
 
-Every hyperparameter of the pipeline (behaviour warm-up, critic, QIPO iterations, the QGPO
-baseline, sampling and evaluation) is a field of `TrainConfig`. A run resolves its config as
-``preset -> TOML file -> explicit overrides`` and writes the result to ``config.json``.
-Unknown keys are refused with the closest valid key named.
+Every field is a `setting`: its help text and its choices are declared once, here, and read
+by validation, by ``ewfm train --help`` and by the docs. A run resolves its config as
+``preset -> TOML file -> explicit overrides`` and writes it to ``config.json``. Stdlib only:
+the CLI reads this module without importing JAX.
 """
 
 import dataclasses
-import difflib
 import json
-import tomllib
+import math
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-ALGOS: tuple[str, ...] = ("qipo-ot", "qipo-diff", "bc", "qgpo")
-PRESETS_NAMES: tuple[str, ...] = ("quick", "paper")
+from .._experiment import (
+    ConfigError,
+    check_choices,
+    config_from_json,
+    load_toml,
+    resolve_config as _resolve_config,
+    setting,
+)
 
+METHODS: dict[str, str] = {
+    "qipo-ot": "QIPO with a flow-matching policy (OT path): behaviour model, critic, then "
+    "Q-weighted flow matching on supports re-drawn from the current policy",
+    "qipo-diff": "QIPO with a diffusion policy (VP path): the same stages with the "
+    "Q-weighted denoising loss",
+    "bc": "behaviour cloning: the flow-matching behaviour model alone (no critic)",
+    "qgpo": "the QGPO baseline: diffusion behaviour model, critic, contrastive energy network "
+    "(CEP), sampled with energy-gradient guidance",
+}
+"""Every training method, with what it is in one line (the ``method`` setting)."""
 
 Q_NORMS: dict[str, str] = {
     "none": "beta multiplies Q itself (the paper): beta is in units of 1/Q",
@@ -25,100 +42,34 @@ Q_NORMS: dict[str, str] = {
     "state": "Q divided by each state's own spread (std over its M supports): every state "
     "gets the same weight sharpness, however flat or noisy its Q is",
 }
+"""How Q enters the weights ``M softmax_j(beta Q_j)`` (the ``q_norm`` setting)."""
 
+CRITICS: dict[str, str] = {
+    "in-support": "twin Q networks by in-support softmax Q-learning (QGPO) on actions drawn "
+    "from the behaviour model, after critic_mc_epochs of regression on Monte-Carlo returns",
+}
+"""How the critic is trained (the ``critic`` setting); each names a stage in ``_stages.py``."""
 
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Every setting of one training run (see ``docs/rl.md`` for what each does).
+NETS: dict[str, str] = {
+    "mlp": "an MLP of width x depth (MLPField)",
+    "resnet": "QGPO's residual score network (ResidualMLPField, 1.6M parameters; "
+    "ignores width and depth)",
+}
 
-    An *epoch* is ``steps_per_epoch`` optimiser steps on batches drawn with replacement
-    (the datasets hold a million transitions; a full pass is not a useful unit).
-    """
-
-    algo: str = "qipo-ot"
-    dataset: str = "hopper-medium"
-    seed: int = 0
-    seeds: int = 1  # K seeds (seed .. seed+K-1) trained side by side in one vmapped program
-    # data: transitions used by the critic and the support sets (0 = all of them)
-    subset: int = 100_000
-    steps_per_epoch: int = 1000
-    # behaviour model (warm-up; the policy of `bc`)
-    net: str = "mlp"  # "mlp" (MLPField) or "resnet" (QGPO's ResidualMLPField)
-    width: int = 256
-    depth: int = 4
-    lr: float = 3e-4
-    batch_size: int = 256
-    ema_decay: float = 0.999
-    bc_epochs: int = 25
-    # critic: in-support softmax Q-learning (QGPO), twin Q, soft target updates
-    critic_mc_epochs: int = 5  # warm start: regress Q on Monte-Carlo returns first (0 = off)
-    critic_epochs: int = 10  # then in-support softmax Q-learning
-    critic_width: int = 256
-    critic_depth: int = 2
-    critic_lr: float = 3e-4
-    critic_batch: int = 256
-    critic_support: int = 8  # support actions per next state for the target
-    gamma: float = 0.99
-    tau: float = 0.005
-    beta_q: float = 10.0
-    # QIPO iterations (Algorithm 2)
-    support: int = 16  # M
-    keep_data_action: bool = True
-    beta: float = 1.0  # hopper-medium, epoch 4: 53.0 at beta 1 vs 42.3 at beta 0.3 (20 episodes)
-    # 2 renewals: with the warm-started critic hopper-medium peaked at epoch 4 (53.0) and
-    # collapsed by epoch 8 (1.5): each renewal sharpens mu exp(n beta Q), and Q's errors
-    # how Q enters the weights M softmax_j(beta Q_j): "none" (the paper; beta in 1/Q units),
-    # "spread" (Q / its mean within-state std: beta dimensionless), "state" (per-state std).
-    # 3 seeds, beta 1: spread vs none 59.5 vs 57.5 (hopper), 63.6 vs 55.1 (walker2d),
-    # 18.3 vs 15.1 (halfcheetah)
-    q_norm: str = "spread"
-    qipo_epochs: int = 4
-    renew_every: int = 2  # K_renew, in epochs
-    qipo_states: int = 32  # states per batch (each with its M supports)
-    qipo_subset: int = 20_000  # states that carry support sets (0 = the whole subset)
-    qipo_lr: float = 1e-4
-    # QGPO baseline: CEP energy network + gradient guidance
-    cep_epochs: int = 5
-    cep_beta: float = 3.0
-    # measured on hopper-medium (3 seeds, 30 episodes): 0 / 0.1 / 0.3 / 1 / 3 scored
-    # 41.0 / 45.8 / 55.0 / 12.2 / 0.9 with the quick CEP budget; the paper preset uses 1
-    guidance: float = 0.3
-    # sampling (the policy); support renewal uses the same sampler
-    solver: str = ""  # "" = midpoint for OT, dpm2 for VP
-    sample_steps: int = 0  # 0 = 5 midpoint steps (OT, 10 evaluations) or 15 DPM-Solver steps (VP)
-    # evaluation
-    eval_every: int = 2  # epochs of the last stage; 0 = final only
-    eval_episodes: int = 5
-    final_episodes: int = 10
-    eval_max_steps: int = 1000
-    eval_behaviour: bool = True  # also score the warm-up model at the end (BC side by side)
-
-    @property
-    def path_kind(self) -> str:
-        """``"ot"`` for QIPO-OT and BC, ``"vp"`` for QIPO-Diff and QGPO."""
-        return "ot" if self.algo in ("qipo-ot", "bc") else "vp"
-
-    @property
-    def policy_solver(self) -> str:
-        return self.solver or ("midpoint" if self.path_kind == "ot" else "dpm2")
-
-    @property
-    def policy_steps(self) -> int:
-        """Solver steps: measured, DPM-Solver with 5 steps loses most of a VP policy's score."""
-        return self.sample_steps or (5 if self.path_kind == "ot" else 15)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TrainConfig)}
+SOLVERS: dict[str, str] = {
+    "auto": "midpoint for the OT methods (qipo-ot, bc), dpm2 for the VP ones",
+    "midpoint": "RK2, 2 network evaluations per step",
+    "heun": "Heun's RK2, 2 network evaluations per step",
+    "euler": "1 network evaluation per step",
+    "dpm2": "DPM-Solver-2M, 1 network evaluation per step (VP methods only)",
+}
 
 PRESETS: dict[str, dict[str, Any]] = {
     # CPU-sized: about 15-25 minutes on 2 cores for QIPO-OT on hopper-medium.
     "quick": {},
-    # The paper's / QGPO's scale: M = 16, QGPO's residual score network, 15-step DPM-Solver
-    # for the VP models, RK2 (midpoint) for QIPO-OT, full dataset, long schedules.
-    # Days on a CPU; meant for an accelerator.
+    # The paper's / QGPO's scale: QGPO's residual score network, 15-step DPM-Solver for the
+    # VP models, RK2 (midpoint) for QIPO-OT, full dataset, long schedules. Days on a CPU;
+    # meant for an accelerator.
     "paper": {
         "subset": 0,
         "net": "resnet",
@@ -144,140 +95,260 @@ PRESETS: dict[str, dict[str, Any]] = {
         "final_episodes": 10,
     },
 }
+"""Named sets of overrides: ``quick`` (the defaults, CPU-sized) and ``paper``."""
+
+# keys of older run directories: renamed ones (old -> new) and the values of keys they lack
+_RENAMED: dict[str, str] = {"algo": "method"}
+_LEGACY: dict[str, Any] = {"q_norm": "none", "critic": "in-support"}
+_LEGACY_VALUES: dict[str, dict[Any, Any]] = {"solver": {"": "auto"}}
 
 
-class ConfigError(ValueError):
-    """A bad configuration value or key (one line, naming the fix)."""
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of one training run (see ``docs/rl.md`` for what each stage does).
+
+    An *epoch* is ``steps_per_epoch`` optimiser steps on batches drawn with replacement
+    (the datasets hold a million transitions; a full pass is not a useful unit).
+    """
+
+    method: str = setting("qipo-ot", "what to train", choices=METHODS)
+    dataset: str = setting(
+        "hopper-medium",
+        "offline dataset (see `ewfm data list`); built locally first if it is missing",
+    )
+    seed: int = setting(0, "random seed: data subset, initialisation, batches, evaluation")
+    seeds: int = setting(
+        1,
+        "train K seeds (seed .. seed+K-1) side by side in one program, at most 64; seed j "
+        "draws exactly what a run with --seed seed+j draws",
+    )
+    # -- data
+    subset: int = setting(
+        100_000,
+        "random transitions used by the critic and the support sets (0 = all); the behaviour "
+        "model always sees every transition",
+    )
+    steps_per_epoch: int = setting(
+        1000, "optimiser steps per epoch, the unit of every *_epochs setting"
+    )
+    # -- behaviour model (the warm-up; the policy of bc)
+    net: str = setting("mlp", "the behaviour/policy network", choices=NETS)
+    width: int = setting(256, "hidden units per layer of the policy (mlp) and energy networks")
+    depth: int = setting(4, "hidden layers of the policy network (mlp)")
+    lr: float = setting(3e-4, "Adam learning rate of the behaviour model and the energy network")
+    batch_size: int = setting(256, "transitions per behaviour-model step")
+    ema_decay: float = setting(
+        0.999, "decay of the weights' moving average (the EMA is the model that is sampled)"
+    )
+    bc_epochs: int = setting(25, "epochs of behaviour cloning (the warm-up)")
+    # -- critic
+    critic: str = setting("in-support", "how the critic is trained", choices=CRITICS)
+    critic_mc_epochs: int = setting(
+        5,
+        "warm start: epochs of regressing Q on the dataset's Monte-Carlo returns before "
+        "Q-learning (0 = off). Without it, 10k TD steps left hopper's Q at correlation 0.12 "
+        "with the returns; with it 0.97",
+    )
+    critic_epochs: int = setting(10, "epochs of in-support softmax Q-learning")
+    critic_width: int = setting(256, "hidden units per layer of each Q network")
+    critic_depth: int = setting(2, "hidden layers of each Q network")
+    critic_lr: float = setting(3e-4, "Adam learning rate of the critic")
+    critic_batch: int = setting(256, "transitions per critic step")
+    critic_support: int = setting(
+        8, "actions drawn from the behaviour model per next state for the Q target (M')"
+    )
+    gamma: float = setting(0.99, "discount factor, in (0, 1)")
+    tau: float = setting(
+        0.005, "soft target update: the target networks move this share toward Q each step"
+    )
+    beta_q: float = setting(
+        10.0,
+        "inverse temperature of the Q target's softmax over the next state's supports "
+        "(0 = their mean, large = their max)",
+    )
+    # -- QIPO iterations (Algorithm 2)
+    support: int = setting(16, "support actions per state (M) re-drawn at each renewal")
+    keep_data_action: bool = setting(
+        True,
+        "keep the dataset action as the first of the M supports (false = the paper's pure "
+        "form; without the anchor the policy can drift away from the data unseen)",
+    )
+    beta: float = setting(
+        1.0,
+        "inverse temperature of the weights M softmax(beta Q) over a state's supports; its "
+        "unit depends on q_norm. hopper-medium at QIPO epoch 4: 53.0 at 1 vs 42.3 at 0.3",
+    )
+    q_norm: str = setting(
+        "spread",
+        "how Q's scale enters the weights. 3 seeds at beta 1, spread vs none: 59.5 vs 57.5 "
+        "(hopper), 63.6 vs 55.1 (walker2d), 18.3 vs 15.1 (halfcheetah)",
+        choices=Q_NORMS,
+    )
+    qipo_epochs: int = setting(4, "epochs of QIPO (the policy starts from the behaviour model)")
+    renew_every: int = setting(
+        2,
+        "epochs between support renewals (K_renew). Each renewal sharpens the policy toward "
+        "mu exp(n beta Q) and Q's errors with it: hopper-medium peaked after 2 renewals "
+        "(epoch 4, 53.0) and collapsed by epoch 8 (1.5)",
+    )
+    qipo_states: int = setting(
+        32, "states per QIPO and CEP step, each with its M supports (a batch of states x M)"
+    )
+    qipo_subset: int = setting(
+        20_000,
+        "states of the subset that carry support sets (0 = the whole subset); re-drawing M "
+        "actions for a million states costs minutes per renewal on a CPU",
+    )
+    qipo_lr: float = setting(1e-4, "Adam learning rate of the QIPO policy")
+    # -- QGPO baseline: CEP energy network + gradient guidance
+    cep_epochs: int = setting(5, "qgpo: epochs of contrastive energy prediction (CEP)")
+    cep_beta: float = setting(3.0, "qgpo: inverse temperature of CEP's target exp(beta Q)")
+    guidance: float = setting(
+        0.3,
+        "qgpo: scale of the energy gradient added when sampling (`ewfm evaluate --guidance` "
+        "re-scores a run at another). hopper-medium, 3 seeds: 0 / 0.1 / 0.3 / 1 / 3 scored "
+        "41.0 / 45.8 / 55.0 / 12.2 / 0.9",
+    )
+    # -- sampling (the policy; support renewal uses the same sampler)
+    solver: str = setting("auto", "ODE solver that draws actions from the policy", choices=SOLVERS)
+    sample_steps: int = setting(
+        0,
+        "solver steps per action (0 = automatic: 5 on the OT path, 10 network evaluations; "
+        "15 on the VP path, where DPM-Solver with 5 steps loses most of the score)",
+    )
+    # -- evaluation
+    eval_every: int = setting(
+        2, "evaluate the policy every this many epochs of the last stage (0 = final only)"
+    )
+    eval_episodes: int = setting(5, "episodes per seed of each periodic evaluation")
+    final_episodes: int = setting(10, "episodes per seed of the final evaluation")
+    eval_max_steps: int = setting(1000, "environment steps after which an episode is cut")
+    eval_behaviour: bool = setting(
+        True, "also score the behaviour model at the end, so every run reports its own BC"
+    )
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        _check_ranges(self)
+
+    @property
+    def path_kind(self) -> str:
+        """``"ot"`` for QIPO-OT and BC, ``"vp"`` for QIPO-Diff and QGPO."""
+        return "ot" if self.method in ("qipo-ot", "bc") else "vp"
+
+    @property
+    def prediction(self) -> str:
+        """What the policy network predicts: a velocity (OT path) or the noise (VP path)."""
+        return "velocity" if self.path_kind == "ot" else "eps"
+
+    @property
+    def policy_solver(self) -> str:
+        """The solver that samples the policy (``solver``, with ``auto`` resolved)."""
+        if self.solver != "auto":
+            return self.solver
+        return "midpoint" if self.path_kind == "ot" else "dpm2"
+
+    @property
+    def policy_steps(self) -> int:
+        """Solver steps: measured, DPM-Solver with 5 steps loses most of a VP policy's score."""
+        return self.sample_steps or (5 if self.path_kind == "ot" else 15)
 
 
-def _closest(key: str) -> str:
-    match = difflib.get_close_matches(key, list(FIELDS), n=1, cutoff=0.0)
-    return match[0] if match else ""
+_POSITIVE = (
+    "steps_per_epoch", "width", "depth", "batch_size", "critic_width", "critic_depth",
+    "critic_batch", "renew_every", "qipo_states", "final_episodes", "eval_max_steps", "seeds",
+)  # fmt: skip
+_COUNTS = (
+    "bc_epochs", "critic_epochs", "critic_mc_epochs", "qipo_epochs", "cep_epochs", "subset",
+    "qipo_subset", "eval_every", "eval_episodes",
+)  # fmt: skip
 
 
-def _coerce(key: str, value: Any) -> Any:
-    if key not in FIELDS:
-        raise ConfigError(f"unknown config key {key!r}; did you mean {_closest(key)!r}?")
-    kind = type(getattr(TrainConfig(), key))
-    if kind is bool:
-        if isinstance(value, str):
-            if value.lower() in ("true", "1", "yes"):
-                return True
-            if value.lower() in ("false", "0", "no"):
-                return False
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key} must be true or false, got {value!r}.")
-    try:
-        if kind is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError
-        return kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key} must be a {kind.__name__}, got {value!r}.") from None
-
-
-def validate(cfg: TrainConfig) -> TrainConfig:
-    """Refuse impossible settings with a one-line message naming the fix."""
-    if cfg.algo not in ALGOS:
-        raise ConfigError(f"unknown algo {cfg.algo!r}; choose one of {', '.join(ALGOS)}.")
+def _check_ranges(cfg: TrainConfig) -> None:
+    """Refuse impossible numbers with a one-line message naming the fix."""
     for name in ("beta", "beta_q", "cep_beta", "guidance"):
         v = getattr(cfg, name)
-        if not (v >= 0.0 and v < float("inf")):
+        if not 0.0 <= v < math.inf:
             raise ConfigError(f"{name} must be a finite number >= 0, got {v}.")
     for name in ("support", "critic_support"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name} (M) must be >= 1, got {getattr(cfg, name)}.")
-    if cfg.keep_data_action and cfg.support < 2 and cfg.algo.startswith("qipo"):
+    if cfg.keep_data_action and cfg.support < 2 and cfg.method.startswith("qipo"):
         raise ConfigError("keep_data_action needs support >= 2 (one data action + samples).")
-    for name in (
-        "steps_per_epoch",
-        "width",
-        "depth",
-        "batch_size",
-        "critic_width",
-        "critic_depth",
-        "critic_batch",
-        "renew_every",
-        "qipo_states",
-        "final_episodes",
-        "eval_max_steps",
-        "seeds",
-    ):
+    for name in _POSITIVE:
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}.")
-    for name in (
-        "bc_epochs",
-        "critic_epochs",
-        "critic_mc_epochs",
-        "qipo_epochs",
-        "cep_epochs",
-        "subset",
-        "qipo_subset",
-    ):
+    for name in _COUNTS:
         if getattr(cfg, name) < 0:
             raise ConfigError(f"{name} must be >= 0, got {getattr(cfg, name)}.")
     if cfg.sample_steps < 0:
         raise ConfigError(f"sample_steps must be >= 0 (0 = automatic), got {cfg.sample_steps}.")
-    if cfg.eval_every < 0 or cfg.eval_episodes < 0:
-        raise ConfigError("eval_every and eval_episodes must be >= 0.")
     if not 0.0 < cfg.gamma < 1.0:
         raise ConfigError(f"gamma must lie in (0, 1), got {cfg.gamma}.")
     if not 0.0 < cfg.tau <= 1.0:
         raise ConfigError(f"tau must lie in (0, 1], got {cfg.tau}.")
     if not 0.0 <= cfg.ema_decay < 1.0:
         raise ConfigError(f"ema_decay must lie in [0, 1), got {cfg.ema_decay}.")
-    if cfg.q_norm not in Q_NORMS:
-        raise ConfigError(f"unknown q_norm {cfg.q_norm!r}; choose one of {', '.join(Q_NORMS)}.")
-    if cfg.net not in ("mlp", "resnet"):
-        raise ConfigError(f"net must be 'mlp' or 'resnet', got {cfg.net!r}.")
-    solvers = ("", "euler", "heun", "midpoint", "dpm2")
-    if cfg.solver not in solvers:
-        raise ConfigError(f"unknown solver {cfg.solver!r}; choose one of {', '.join(solvers[1:])}.")
     if cfg.solver == "dpm2" and cfg.path_kind == "ot":
-        raise ConfigError("solver dpm2 needs a VP model (qipo-diff or qgpo); use midpoint.")
+        raise ConfigError("solver dpm2 needs a VP method (qipo-diff or qgpo); use midpoint.")
     if cfg.seeds > 64:
         raise ConfigError(f"seeds must be at most 64 (one vmapped program), got {cfg.seeds}.")
-    return cfg
 
 
-def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a flat TOML table of config keys (an optional ``[train]`` table also works)."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {p} does not exist; pass an existing .toml file.")
-    try:
-        data = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"config file {p} is not valid TOML: {e}.") from None
-    if set(data) == {"train"} and isinstance(data["train"], dict):
-        data = data["train"]
-    for k, v in data.items():
-        if isinstance(v, dict):
-            raise ConfigError(f"config file {p}: nested table [{k}] is not allowed; use flat keys.")
-    return data
+def _refuse_renamed(values: Mapping[str, Any], where: str) -> None:
+    for old, new in _RENAMED.items():
+        if old in values:
+            raise ConfigError(f"{where}: {old!r} is now called {new!r}; rename the key.")
 
 
 def resolve_config(
     preset: str = "quick",
-    config_file: str | Path | None = None,
-    overrides: dict[str, Any] | None = None,
+    config_file: str | os.PathLike | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> TrainConfig:
-    """The run's settings: ``preset``, then the TOML ``config_file``, then ``overrides``."""
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
-    values: dict[str, Any] = dict(PRESETS[preset])
+    """The run's settings: the ``preset``, then the TOML ``config_file`` (flat keys or a
+    ``[train]`` table), then ``overrides`` (``None`` values ignored)."""
+    values = dict(load_toml(config_file, "train")) if config_file is not None else {}
+    _refuse_renamed(values, f"config file {config_file}")
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    _refuse_renamed(given, "overrides")
+    return _resolve_config(TrainConfig, PRESETS, preset, None, {**values, **given})
+
+
+def read_config(data: Mapping[str, Any] | str | os.PathLike) -> TrainConfig:
+    """A run's ``config.json`` (path or dict), older ones included: ``algo`` is read as
+    ``method``, ``solver ""`` as ``auto``, and keys they lack take the value they ran with
+    (``q_norm`` ``none``: runs from before it existed used the paper's weights)."""
+    if isinstance(data, Mapping):
+        values: Mapping[str, Any] = data
+    else:
+        p = Path(data)
+        if not p.is_file():
+            raise ConfigError(f"{p.parent} holds no config.json: not an ewfm train run.")
+        values = json.loads(p.read_text())
+    out = {_RENAMED.get(k, k): v for k, v in values.items()}
+    for key, table in _LEGACY_VALUES.items():
+        if key in out and out[key] in table:
+            out[key] = table[out[key]]
+    return config_from_json(TrainConfig, out, legacy=_LEGACY)
+
+
+def resume_config(
+    out: str | os.PathLike,
+    config_file: str | os.PathLike | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> TrainConfig:
+    """The config of the run in ``out`` to resume, with ``config_file`` and ``overrides``
+    applied on top (`train` then refuses any that differ from what the run was made with,
+    naming the key). The preset is not used: the run's ``config.json`` holds everything."""
+    path = Path(out) / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{out} holds no config.json: nothing to resume; drop --resume.")
+    base = dataclasses.asdict(read_config(path))
     if config_file is not None:
-        values.update(load_toml(config_file))
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    coerced = {k: _coerce(k, v) for k, v in values.items()}
-    return validate(TrainConfig(**coerced))
-
-
-# keys that run directories written before they existed lack: the value those runs used
-_LEGACY: dict[str, Any] = {"q_norm": "none"}
-
-
-def config_from_json(path: str | Path) -> TrainConfig:
-    """Read the ``config.json`` of a run directory."""
-    data = {**_LEGACY, **json.loads(Path(path).read_text())}
-    return validate(TrainConfig(**{k: _coerce(k, v) for k, v in data.items()}))
+        values = load_toml(config_file, "train")
+        _refuse_renamed(values, f"config file {config_file}")
+        base.update(values)
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    _refuse_renamed(given, "overrides")
+    return _resolve_config(TrainConfig, {"run": base}, "run", None, given)

@@ -1,7 +1,7 @@
 """The critic of QIPO/QGPO: twin Q networks trained by in-support softmax Q-learning.
 
 For each next state ``s'`` the dataset carries M support actions pre-sampled from the
-behaviour model; the target is (METHOD.md, Algorithm 2, step 2)
+behaviour model; the target is (Algorithm 2, step 2, in docs/method.md §9)
 
     y = r + gamma (1 - terminal) sum_j softmax_j(beta_Q Q'(s', a'_j)) Q'(s', a'_j)
 

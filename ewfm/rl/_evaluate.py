@@ -82,8 +82,8 @@ def _compiled(static: Any) -> Callable[..., jax.Array]:
 _filter_jitted = eqx.filter_jit(_apply)
 
 
-def _policy_caller(policy: Any) -> Callable[[jax.Array, jax.Array, jax.Array | None], jax.Array]:
-    """``call(obs, key, step)`` for the step loop, with the policy partitioned ONCE here.
+def policy_caller(policy: Any) -> Callable[[jax.Array, jax.Array, jax.Array | None], jax.Array]:
+    """``call(obs, key, step)``: `evaluate`'s per-step call, the policy partitioned ONCE here.
 
     ``eqx.filter_jit`` re-partitions and re-hashes the whole policy on every call, which
     for one state costs a large share of the policy itself; ``jax.jit`` on the arrays takes
@@ -127,7 +127,7 @@ def evaluate(
     returns = np.zeros(episodes)
     lengths = np.zeros(episodes, np.int64)
     envs = LockstepEnvs(env_id, episodes, workers=workers, max_episode_steps=max_episode_steps)
-    call = _policy_caller(policy)
+    call = policy_caller(policy)
     with envs:
         act_shape = envs.action_shape
         obs = envs.reset(np.arange(episodes), seed + np.arange(episodes)).astype(np.float32)

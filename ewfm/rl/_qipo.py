@@ -1,10 +1,10 @@
-"""QIPO building blocks: policy sampling, batched support renewal, Q-weighted losses.
+"""QIPO building blocks: batched support draws and renewal, Q scaling, Q-weighted losses.
 
 A *policy* here is a state-conditioned field (velocity on the OT path, noise on the VP path)
-plus a sampler (`PolicySampler`). Support renewal (Algorithm 2, line 10) draws M actions for
-every state from the CURRENT policy in one jitted, chunked program, then scores them once
-with the fixed critic; a QIPO epoch then minimises `ewfm.qfm_loss` / `ewfm.qd_loss` on
-batches of states with their M supports and Q-values.
+plus an `ewfm.Sampler`. Support renewal (Algorithm 2, line 10) draws M actions for every
+state from the CURRENT policy in one jitted, chunked program, then scores them once with the
+fixed critic; a QIPO epoch then minimises `ewfm.qfm_loss` / `ewfm.qd_loss` on batches of
+states with their M supports and Q-values.
 """
 
 from collections.abc import Callable
@@ -14,43 +14,21 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._losses import qd_loss, qfm_loss
+from .._nets import TwinQ
 from .._paths import AbstractPath
-from .._sample import integrate
+from .._sample import Sampler
+from .._train import TrainState
 from ._config import Q_NORMS
-
-
-class PolicySampler(eqx.Module):
-    """How actions are drawn from a field: path, solver, steps, and the action box."""
-
-    path: AbstractPath
-    solver: str = eqx.field(static=True, default="midpoint")
-    steps: int = eqx.field(static=True, default=5)
-    prediction: str = eqx.field(static=True, default="velocity")
-    clip: float | None = eqx.field(static=True, default=1.0)
-
-    def __call__(
-        self, field: Any, states: Float[Array, "n obs"], key: PRNGKeyArray, action_dim: int
-    ) -> Float[Array, "n act"]:
-        """One action per state: integrate the probability-flow ODE from noise to ``t_min``."""
-        x1 = jr.normal(key, (states.shape[0], action_dim))
-        a = integrate(
-            field,
-            self.path,
-            x1,
-            states,
-            solver=self.solver,  # pyright: ignore[reportArgumentType]
-            steps=self.steps,
-            prediction=self.prediction,  # pyright: ignore[reportArgumentType]
-        ).x
-        return a if self.clip is None else jnp.clip(a, -self.clip, self.clip)
+from ._critic import q_values
 
 
 def draw_supports(
     field: Any,
-    sampler: PolicySampler,
+    sampler: Sampler,
     states: Float[Array, "n obs"],
     key: PRNGKeyArray,
     *,
@@ -76,7 +54,7 @@ def draw_supports(
     def one(args):
         s, k = args
         rep = jnp.repeat(s, m_draw, axis=0)
-        a = sampler(field, rep, k, action_dim)
+        a = sampler(field, k, (rep.shape[0], action_dim), rep)
         return a.reshape(per, m_draw, action_dim)
 
     out = jax.lax.map(one, (s_chunks, keys)).reshape(n_chunks * per, m_draw, action_dim)[:n]
@@ -86,6 +64,23 @@ def draw_supports(
 
 
 draw_supports_jit = eqx.filter_jit(draw_supports)
+_q_values_jit = eqx.filter_jit(q_values)
+
+
+def score_supports(
+    qnet: TwinQ,
+    states: Float[Array, "n obs"],
+    actions: Float[Array, "n m act"],
+    *,
+    score_q: Callable[..., Any] = _q_values_jit,
+    chunk: int = 8192,
+) -> Float[Array, "n m"]:
+    """``min_k Q_k(s_i, a_ij)`` of the fixed critic ``qnet``, ``chunk`` states at a time."""
+    out = [
+        score_q(qnet, states[i : i + chunk], actions[i : i + chunk])
+        for i in range(0, states.shape[0], chunk)
+    ]
+    return jnp.concatenate(out)
 
 
 def scale_q(q: Float[Array, "*seeds n m"], norm: str) -> Float[Array, "*seeds n m"]:
@@ -124,3 +119,40 @@ def make_qipo_loss(
         return loss(model, path, batch.actions, batch.q, beta, key, batch.states)
 
     return loss_fn
+
+
+def renew_supports(
+    state: TrainState,
+    sampler: Sampler,
+    score_q: Callable[..., Any],
+    qnet: TwinQ,
+    states: Float[Array, "n obs"],
+    key: PRNGKeyArray,
+    *,
+    m: int,
+    action_dim: int,
+    data_actions: Float[Array, "n act"] | None = None,
+) -> SupportSet:
+    """Algorithm 2, line 10: M supports per state from the CURRENT policy ``state.ema``.
+
+    Q-values come from the fixed critic ``qnet`` (through ``score_q``, e.g. a jitted
+    `ewfm.rl.q_values`); with ``data_actions`` the dataset action is kept as the first
+    support of each state.
+    """
+    sup = draw_supports_jit(
+        state.ema, sampler, states, key, m=m, action_dim=action_dim, data_actions=data_actions
+    )
+    return SupportSet(states, sup, score_supports(qnet, states, sup, score_q=score_q))
+
+
+def support_stats(s: SupportSet, q_w: Float[Array, "*seeds n m"], beta: float) -> dict[str, float]:
+    """Q and weight statistics of support sets ``[..., states, M]`` (seeds pooled); the
+    weights are ``M softmax(beta q_w)`` with ``q_w`` the Q rescaled by ``q_norm``."""
+    q = np.asarray(s.q).reshape(-1, s.q.shape[-1])
+    w = np.asarray(jax.nn.softmax(beta * np.asarray(q_w).reshape(q.shape), axis=-1)) * q.shape[-1]
+    return {
+        "q_mean": float(q.mean()),
+        "q_std_within": float(q.std(axis=-1).mean()),
+        "w_max_mean": float(w.max(axis=-1).mean()),
+        "w_data_mean": float(w[:, 0].mean()),
+    }
