@@ -1,7 +1,8 @@
 """`ewfm train` and `ewfm evaluate`: thin wrappers around `ewfm.rl.train` / `ewfm.rl.evaluate_run`.
 
 Every field of `ewfm.rl.TrainConfig` is also a flag (``--beta-q 5``, ``--keep-data-action
-false``); the flags are generated from the dataclass so they never drift from it.
+false``), generated from the dataclass with its help text, choices and default, so the flags
+never drift from it. The library does all validation; this module only reports its errors.
 """
 
 import dataclasses
@@ -12,184 +13,131 @@ from typing import Any, Optional
 
 import typer
 
+from ._common import config_options, fail, given, light_module, option, with_signature
 
-def _load_config_module() -> Any:
-    """`ewfm/rl/_config.py` loaded on its own (stdlib only), so ``ewfm --help`` stays fast.
+_config = light_module("rl._config")  # stdlib only: `ewfm --help` does not import JAX
+TrainConfig = _config.TrainConfig
+_PAPER: dict[str, Any] = _config.PRESETS["paper"]
+_MAIN = ("method", "dataset", "seed", "seeds")
 
-    Importing it as ``ewfm.rl._config`` would import jax and the RL extras first; the CLI
-    only needs the field names and defaults to generate the flags.
+
+def train_command(**kwargs: Any) -> None:
+    """Train an offline-RL policy: QIPO-OT, QIPO-Diff, or the BC and QGPO baselines.
+
+    With no arguments: QIPO-OT on hopper-medium with the quick preset (the dataset is built
+    first if it is missing), printing the final normalised score. Settings resolve as
+    --preset, then --config FILE.toml, then the flags below.
     """
-    import importlib.util
-
-    spec = importlib.util.find_spec("ewfm")
-    assert spec is not None and spec.submodule_search_locations
-    path = Path(next(iter(spec.submodule_search_locations))) / "rl" / "_config.py"
-    mspec = importlib.util.spec_from_file_location("_ewfm_train_config", path)
-    assert mspec is not None and mspec.loader is not None
-    mod = importlib.util.module_from_spec(mspec)
-    mspec.loader.exec_module(mod)
-    return mod
-
-
-_cfgmod = _load_config_module()
-FIELDS: dict[str, dataclasses.Field] = _cfgmod.FIELDS
-TrainConfig = _cfgmod.TrainConfig
-_MAIN = ("algo", "dataset", "seed", "seeds")
-_DEFAULTS = TrainConfig()
-
-
-def _fail(msg: str) -> None:
-    typer.secho(f"error: {msg}", err=True, fg="red")
-    raise typer.Exit(2)
-
-
-def _train(
-    out: Path | None,
-    preset: str,
-    config: Path | None,
-    resume: bool,
-    quiet: bool,
-    overrides: dict[str, Any],
-    reuse: Path | None = None,
-) -> None:
-    from ewfm.rl import ConfigError, resolve_config, train
-    from ewfm.rl._config import config_from_json, load_toml
-    from ewfm.rl._pipeline import RunDir
+    out, preset, config, resume, quiet, reuse = (
+        kwargs.pop(k) for k in ("out", "preset", "config", "resume", "quiet", "reuse")
+    )
+    overrides = given(kwargs, TrainConfig)
+    if resume and out is None:
+        fail("--resume needs --out RUN_DIR (the run to continue).")
+    if resume and preset is not None:
+        fail("--preset applies to new runs; a resumed run keeps its config.json: drop --preset.")
+    import ewfm.rl as rl
 
     try:
         if resume:
-            if out is None:
-                _fail("--resume needs --out RUN_DIR (the run to continue).")
-            assert out is not None
-            run = RunDir(out)
-            if not run.config_path.exists():
-                _fail(f"{out} holds no config.json: nothing to resume; drop --resume.")
-            base = config_from_json(run.config_path).to_dict()
-            if config is not None:
-                base.update(load_toml(config))
-            base.update({k: v for k, v in overrides.items() if v is not None})
-            cfg = resolve_config("quick", None, base)
+            cfg = rl.resume_config(out, config, overrides)
         else:
-            cfg = resolve_config(preset, config, overrides)
+            cfg = rl.resolve_config(preset or "quick", config, overrides)
         if out is None:
             stamp = time.strftime("%Y%m%d-%H%M%S")
-            out = Path("runs") / f"{cfg.algo}-{cfg.dataset.replace('/', '_')}-s{cfg.seed}-{stamp}"
-        typer.echo(f"ewfm train: {cfg.algo} on {cfg.dataset} (preset {preset}) -> {out}")
+            name = f"{cfg.method}-{cfg.dataset.replace('/', '_')}-s{cfg.seed}-{stamp}"
+            out = Path("runs") / name
+        how = "resumed" if resume else f"preset {preset or 'quick'}"
+        typer.echo(f"ewfm train: {cfg.method} on {cfg.dataset} ({how}) -> {out}")
         t0 = time.perf_counter()
-        summary = train(cfg, out, resume=resume, progress=not quiet, log=typer.echo, reuse=reuse)
-    except (ConfigError, FileNotFoundError, FileExistsError, KeyError) as e:
-        _fail(str(e).strip("'\""))
-        return
-    except ValueError as e:  # e.g. an unknown dataset name from ewfm.rl
-        _fail(str(e))
-        return
+        summary = rl.train(cfg, out, resume=resume, progress=not quiet, log=typer.echo, reuse=reuse)
+    except (ValueError, KeyError, FileNotFoundError, FileExistsError, rl.MissingExtraError) as e:
+        fail(str(e))
     typer.echo(
-        f"final normalised score ({cfg.algo}, {summary['dataset']}, {summary['episodes']} "
+        f"final normalised score ({cfg.method}, {summary['dataset']}, {summary['episodes']} "
         f"episodes): {summary['score_mean']:.1f} ± {summary['score_std']:.1f}   "
         f"[{time.perf_counter() - t0:.0f} s; {out}/summary.json]"
     )
 
 
-def _option(name: str, f: dataclasses.Field) -> inspect.Parameter:
-    default = getattr(_DEFAULTS, name)
-    kind = type(default)
-    flag = "--" + name.replace("_", "-")
-    help_ = f"(default {default!r}; preset/--config may change it)"
-    ann: Any = Optional[str] if kind is bool else Optional[kind]  # noqa: UP045
-    return inspect.Parameter(
-        name,
-        inspect.Parameter.KEYWORD_ONLY,
-        default=typer.Option(None, flag, help=help_, show_default=False),
-        annotation=ann,
-    )
+def _shown(value: Any) -> str:
+    return "true" if value is True else "false" if value is False else str(value)
 
 
-def train_command(**kwargs: Any) -> None:
-    """Train an offline-RL policy: QIPO-OT, QIPO-Diff, or the BC / QGPO baselines.
-
-    With no arguments: QIPO-OT on hopper-medium with the quick preset (the dataset is built
-    first if missing), printing the final normalised score.
-    """
-    out = kwargs.pop("out")
-    preset = kwargs.pop("preset")
-    config = kwargs.pop("config")
-    resume = kwargs.pop("resume")
-    quiet = kwargs.pop("quiet")
-    reuse = kwargs.pop("reuse")
-    _train(out, preset, config, resume, quiet, kwargs, reuse)
+def _config_flags() -> list[inspect.Parameter]:
+    """One flag per setting, the main ones first; each notes the paper preset's value."""
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    ordered = [n for n in _MAIN if n in names] + [n for n in names if n not in _MAIN]
+    flags = []
+    for name in ordered:
+        note = f"; paper preset: {_shown(_PAPER[name])}" if name in _PAPER else ""
+        skip = [n for n in names if n != name]
+        flags += config_options(TrainConfig, skip=skip, preset_note=note)
+    return flags
 
 
-_fixed = [
-    inspect.Parameter(
-        "out",
-        inspect.Parameter.KEYWORD_ONLY,
-        default=typer.Option(None, "--out", "-o", help="run directory (default runs/ALGO-...)"),
-        annotation=Optional[Path],  # noqa: UP045
-    ),
-    inspect.Parameter(
-        "preset",
-        inspect.Parameter.KEYWORD_ONLY,
-        default=typer.Option("quick", "--preset", help="quick (CPU-sized) or paper"),
-        annotation=str,
-    ),
-    inspect.Parameter(
-        "config",
-        inspect.Parameter.KEYWORD_ONLY,
-        default=typer.Option(None, "--config", help="TOML file of config keys"),
-        annotation=Optional[Path],  # noqa: UP045
-    ),
-    inspect.Parameter(
-        "resume",
-        inspect.Parameter.KEYWORD_ONLY,
-        default=typer.Option(False, "--resume", help="continue RUN_DIR from its last epoch"),
-        annotation=bool,
-    ),
-    inspect.Parameter(
-        "reuse",
-        inspect.Parameter.KEYWORD_ONLY,
-        default=typer.Option(
-            None,
-            "--reuse",
-            help="start from RUN's behaviour + critic checkpoints (same settings, same path)",
-        ),
-        annotation=Optional[Path],  # noqa: UP045
-    ),
-    inspect.Parameter(
-        "quiet",
-        inspect.Parameter.KEYWORD_ONLY,
-        default=typer.Option(False, "--quiet", help="no progress bars"),
-        annotation=bool,
-    ),
-]
-_ordered = [n for n in _MAIN if n in FIELDS] + [n for n in FIELDS if n not in _MAIN]
-train_command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-    _fixed + [_option(n, FIELDS[n]) for n in _ordered]
+_PRESET_HELP = (
+    "named settings for a new run (default: quick): quick is CPU-sized, minutes to an hour "
+    "(the defaults below); paper is the paper's scale, days on a CPU (each flag it changes "
+    "notes its value); --config and flags override them"
 )
+
+with_signature(
+    train_command,
+    [
+        option(
+            "out", None, "--out", "-o",
+            help="run directory (default runs/METHOD-DATASET-sSEED-TIME); it must be new or "
+            "empty, unless --resume",
+            annotation=Optional[Path],  # noqa: UP045 (typer reads the annotation)
+        ),
+        option("preset", None, "--preset", help=_PRESET_HELP, annotation=Optional[str]),  # noqa: UP045
+        option(
+            "config", None, "--config",
+            help="TOML file of settings: flat keys, or keys under a table named train; flags "
+            "override it",
+            annotation=Optional[Path],  # noqa: UP045
+        ),
+        option(
+            "resume", False, "--resume",
+            help="continue the run in --out from its last finished epoch (its config.json "
+            "holds the settings; flags that differ from it are refused)",
+            annotation=bool,
+        ),
+        option(
+            "reuse", None, "--reuse",
+            help="start a new run from RUN's behaviour and critic checkpoints instead of "
+            "training them again (same settings and path, e.g. qipo-diff on a qgpo run)",
+            annotation=Optional[Path],  # noqa: UP045
+        ),
+        option("quiet", False, "--quiet", help="no progress bars", annotation=bool),
+        *_config_flags(),
+    ],
+)  # fmt: skip
 
 
 def evaluate_command(
     run: Path = typer.Argument(..., help="a run directory made by `ewfm train`"),
-    episodes: int | None = typer.Option(None, help="episodes (default: final_episodes)"),
+    episodes: int | None = typer.Option(
+        None, help="episodes per seed [default: the run's final_episodes]"
+    ),
     seed: int = typer.Option(12345, help="environment seed of the first episode"),
     checkpoint: str | None = typer.Option(
-        None, help="an eval_*.eqx file in RUN/checkpoints (default: the final policy)"
+        None, help="an eval_*.eqx file in RUN/checkpoints [default: the final policy]"
     ),
     guidance: float | None = typer.Option(
-        None, help="QGPO only: energy-gradient scale to sample with (default: the run's)"
+        None, help="qgpo only: energy-gradient scale to sample with [default: the run's]"
     ),
 ) -> None:
     """Re-evaluate a trained policy in its Gymnasium environment (normalised score)."""
-    from ewfm.rl import ConfigError, evaluate_run
+    import ewfm.rl as rl
 
-    if episodes is not None and episodes < 1:
-        _fail(f"--episodes must be >= 1, got {episodes}.")
     try:
-        ev = evaluate_run(
+        ev = rl.evaluate_run(
             run, episodes=episodes, seed=seed, checkpoint=checkpoint, guidance=guidance
         )
-    except (ConfigError, FileNotFoundError, ValueError) as e:
-        _fail(str(e))
-        return
+    except (ValueError, FileNotFoundError, rl.MissingExtraError) as e:
+        fail(str(e))
     typer.echo(
         f"{ev['checkpoint']}"
         + (f" (guidance {ev['guidance']:g})" if ev.get("guidance") is not None else "")
