@@ -1,4 +1,5 @@
-"""`ewfm train`: critic target, support weights, renewal source, eq. 5.4, end to end, bad input."""
+"""`ewfm train`: critic target, support weights, renewal source, eq. 5.4, end to end, bad input,
+and runs written before the stages refactor (tests/data/legacy) loading and sampling the same."""
 
 import dataclasses
 import json
@@ -11,24 +12,27 @@ import jax.random as jr
 import numpy as np
 import optax
 import pytest
+from helpers import LEGACY, legacy_close
 
 import ewfm
 from ewfm.rl import (
     ConfigError,
-    PolicySampler,
+    CriticBatch,
     SupportSet,
     critic_loss,
     discounted_returns,
+    draw_supports,
+    load_run,
     make_critic,
     make_qipo_loss,
     q_values,
+    read_config,
     renew_supports,
     resolve_config,
+    resume_config,
     scale_q,
     support_target,
 )
-from ewfm.rl._critic import CriticBatch
-from ewfm.rl._qipo import draw_supports
 
 
 class ConstVelocity(eqx.Module):
@@ -145,7 +149,7 @@ def test_soft_target_update_moves_target_by_tau():
 def test_renewal_draws_from_current_policy_and_weights_sum_to_m():
     behaviour, current = ConstVelocity(jnp.array([5.0])), ConstVelocity(jnp.array([-5.0]))
     state = ewfm.TrainState(behaviour, current, None, jnp.zeros((), jnp.int32))
-    sampler = PolicySampler(ewfm.OTPath(), "midpoint", 2, "velocity", None)
+    sampler = ewfm.Sampler(ewfm.OTPath(), "midpoint", 2, "velocity", None)
     states = jr.normal(jr.key(0), (50, 2))
     data = jnp.full((50, 1), 0.25)
     critic = make_critic(2, 1, width=8, depth=1, key=jr.key(1))
@@ -208,7 +212,7 @@ def test_q_norm_weights_are_free_of_q_units(x64):
 def test_dpm2_sampling_works_under_jit():
     # regression: integrate() converted alpha(t_start) to float, which failed under jit
     field = ConstVelocity(jnp.zeros(1))
-    sampler = PolicySampler(ewfm.VPPath(), "dpm2", 3, "eps", 1.0)
+    sampler = ewfm.Sampler(ewfm.VPPath(), "dpm2", 3, "eps", 1.0)
     out = eqx.filter_jit(draw_supports)(
         field, sampler, jnp.zeros((4, 2)), jr.key(0), m=2, action_dim=1
     )
@@ -224,7 +228,7 @@ def test_bandit_renewals_reach_closed_form():
     After n renewals the policy is mu exp(n beta Q) = N(n s / (1 + n), 1 / (1 + n)).
     """
     path = ewfm.OTPath()
-    sampler = PolicySampler(path, "midpoint", 8, "velocity", None)
+    sampler = ewfm.Sampler(path, "midpoint", 8, "velocity", None)
     k = jr.split(jr.key(0), 6)
     n_data = 4096
     s = jnp.where(jr.bernoulli(k[0], 0.5, (n_data, 1)), 1.0, -1.0)
@@ -254,7 +258,8 @@ def test_bandit_renewals_reach_closed_form():
         sset = SupportSet(states, sup, q_fn(states, sup))
         state, _ = qepoch(state, sset, jr.fold_in(k[5], r))
     test_s = jnp.repeat(jnp.array([[1.0], [-1.0]]), 4000, axis=0)
-    acts = np.asarray(eqx.filter_jit(sampler.__call__)(state.ema, test_s, jr.key(9), 1))[:, 0]
+    draw = eqx.filter_jit(lambda f, k, s: sampler(f, k, (s.shape[0], 1), s))
+    acts = np.asarray(draw(state.ema, jr.key(9), test_s))[:, 0]
     n = n_rounds
     for sign, part in ((1.0, acts[:4000]), (-1.0, acts[4000:])):
         assert abs(part.mean() - sign * n / (1 + n)) < 0.08, part.mean()
@@ -265,35 +270,55 @@ def test_bandit_renewals_reach_closed_form():
 
 
 def test_config_presets_overrides_and_errors(tmp_path):
-    cfg = resolve_config("quick", overrides={"beta": 2, "algo": "qipo-diff"})
-    assert cfg.beta == 2.0 and cfg.algo == "qipo-diff" and cfg.policy_solver == "dpm2"
+    cfg = resolve_config("quick", overrides={"beta": 2, "method": "qipo-diff"})
+    assert cfg.beta == 2.0 and cfg.method == "qipo-diff" and cfg.policy_solver == "dpm2"
     assert cfg.policy_steps == 15 and resolve_config().policy_steps == 5
     assert resolve_config("paper").support == 16
     toml = tmp_path / "c.toml"
     toml.write_text("beta = 5.0\nsupport = 4\n")
     cfg = resolve_config("quick", toml, {"support": 6})
     assert cfg.beta == 5.0 and cfg.support == 6  # flags beat the file
+    toml.write_text("[train]\nbeta = 4.0\n")
+    assert resolve_config("quick", toml).beta == 4.0
     toml.write_text("betta_q = 5.0\n")
     with pytest.raises(ConfigError, match="did you mean 'beta_q'"):
         resolve_config("quick", toml)
-    with pytest.raises(ConfigError, match="unknown algo"):
-        resolve_config(overrides={"algo": "sac"})
+    toml.write_text('algo = "qgpo"\n')
+    with pytest.raises(ConfigError, match="'algo' is now called 'method'"):
+        resolve_config("quick", toml)
+    with pytest.raises(ConfigError, match="unknown method 'sac'; choose one of qipo-ot"):
+        resolve_config(overrides={"method": "sac"})
     with pytest.raises(ConfigError, match="beta must be a finite number >= 0"):
         resolve_config(overrides={"beta": -1.0})
     with pytest.raises(ConfigError, match=r"support \(M\) must be >= 1"):
         resolve_config(overrides={"support": 0})
     with pytest.raises(ConfigError, match="unknown q_norm 'zscore'; choose one of none, spread"):
         resolve_config(overrides={"q_norm": "zscore"})
-    # a run directory from before q_norm existed reads back as what it ran: the paper's weights
-    from ewfm.rl._config import config_from_json
-
-    old = resolve_config("quick").to_dict()
+    with pytest.raises(ConfigError, match="solver dpm2 needs a VP method"):
+        resolve_config(overrides={"solver": "dpm2"})
+    with pytest.raises(ConfigError, match="unknown preset 'fast'"):
+        resolve_config("fast")
+    # a run directory from before q_norm existed reads back as what it ran: the paper's
+    # weights; one from before `method` and `solver auto` reads its `algo` and `solver ""`
+    old = dataclasses.asdict(resolve_config("quick", overrides={"method": "qgpo"}))
     assert old.pop("q_norm") == "spread" and resolve_config("paper").q_norm == "none"
+    old["algo"], old["solver"] = old.pop("method"), ""
+    del old["critic"]
     (tmp_path / "config.json").write_text(json.dumps(old))
-    assert config_from_json(tmp_path / "config.json").q_norm == "none"
+    back = read_config(tmp_path / "config.json")
+    assert (back.q_norm, back.method, back.solver, back.critic) == (
+        "none", "qgpo", "auto", "in-support",
+    )  # fmt: skip
+    assert back.policy_solver == "dpm2"
+    # resuming: the run's config.json, then the TOML file, then the overrides
+    toml.write_text("beta = 7.0\n")
+    got = resume_config(tmp_path, toml, {"guidance": 2.0, "seed": None})
+    assert (got.method, got.q_norm, got.beta, got.guidance) == ("qgpo", "none", 7.0, 2.0)
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        resume_config(tmp_path / "nowhere")
 
 
-def _cli(args, monkeypatch_env=None):
+def _cli(args):
     from ewfm_cli.main import app
     from typer.testing import CliRunner
 
@@ -302,10 +327,13 @@ def _cli(args, monkeypatch_env=None):
 
 def test_cli_bad_input(tmp_path):
     cases = [
-        (["train", "--algo", "sac"], "unknown algo"),
+        (["train", "--method", "sac"], "unknown method 'sac'; choose one of qipo-ot"),
         (["train", "--beta", "-1"], "beta must be a finite number >= 0"),
         (["train", "--support", "0"], "support (M) must be >= 1"),
         (["train", "--dataset", "nosuchenv-medium", "--out", str(tmp_path / "r")], "nosuchenv"),
+        (["train", "--resume"], "--resume needs --out"),
+        (["evaluate", str(tmp_path), "--episodes", "0"], "episodes must be >= 1"),
+        (["evaluate", str(tmp_path)], "holds no config.json"),
     ]
     toml = tmp_path / "bad.toml"
     toml.write_text("renew_evry = 3\n")
@@ -318,11 +346,28 @@ def test_cli_bad_input(tmp_path):
     # resuming a run with a different dataset
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.json").write_text(json.dumps(resolve_config().to_dict()))
+    (run / "config.json").write_text(json.dumps(dataclasses.asdict(resolve_config())))
     res = _cli(["train", "--out", str(run), "--resume", "--dataset", "walker2d-medium"])
     assert res.exit_code == 2 and "made with dataset='hopper-medium'" in res.output
     res = _cli(["train", "--out", str(run)])
     assert res.exit_code == 2 and "--resume" in res.output
+    # a resumed run keeps its own settings: a preset would be ignored, so it is refused
+    res = _cli(["train", "--out", str(run), "--resume", "--preset", "paper"])
+    assert res.exit_code == 2 and "drop --preset" in res.output
+
+
+def test_cli_help_explains_every_flag():
+    import re
+
+    res = _cli(["train", "--help"])
+    assert res.exit_code == 0
+    text = re.sub(r"[\s│]+", " ", res.output)
+    for method in ("qipo-ot", "qipo-diff", "bc", "qgpo"):
+        assert f"{method}: " in text  # each method listed with what it is
+    for flag in ("--beta-q", "--q-norm", "--renew-every", "--keep-data-action", "--critic"):
+        assert flag in text
+    assert "spread: Q divided by" in text and "(K_renew)" in text
+    assert "inverse temperature of the Q target" in text
 
 
 # -- end to end on a tiny built dataset, with kill-and-resume -----------------------------------
@@ -372,29 +417,32 @@ def tiny_dataset(tmp_path_factory):
             os.environ["MINARI_DATASETS_PATH"] = old
 
 
-def _params(run_dir, cfg):
-    from ewfm.rl._pipeline import stacked_fields
+def _params(run_dir):
+    field, _ = load_run(run_dir).networks()
+    return jax.tree_util.tree_leaves(eqx.filter(field, eqx.is_array))
 
-    like = (stacked_fields(cfg, 11, 3, jr.split(jr.key(0), cfg.seeds)), None)
-    tree, _ = ewfm.load_checkpoint(run_dir / "checkpoints" / "policy.eqx", like)
-    return jax.tree_util.tree_leaves(eqx.filter(tree, eqx.is_array))
+
+def _losses(run_dir):
+    """Every epoch's loss and per-seed losses, in order."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [[m["loss"], *m.get("seed_losses", [])] for m in map(json.loads, lines)]
 
 
 def test_end_to_end_kill_and_resume_with_two_seeds(tiny_dataset, tmp_path):
-    """A ``--seeds 2`` run: killed and resumed it matches the uninterrupted run exactly, and
-    its second seed is what a separate ``--seed 4`` run trains (one vmapped program)."""
-    from ewfm.rl import evaluate_run, train
-    from ewfm.rl._pipeline import StopTraining
+    """A ``--seeds 2`` run: killed and resumed it matches the uninterrupted run exactly, its
+    second seed is what a separate ``--seed 1`` run trains (one vmapped program), and its
+    losses are those the code before the stages refactor wrote (tests/data/legacy)."""
+    from ewfm.rl import StopTraining, evaluate_run, train
 
     quiet = dict(progress=False, log=lambda s: None)
-    cfg = resolve_config("quick", overrides=dict(TINY, dataset=tiny_dataset, seed=3, seeds=2))
+    cfg = resolve_config("quick", overrides=dict(TINY, dataset=tiny_dataset, seed=0, seeds=2))
     full = train(cfg, tmp_path / "a", **quiet)
     with pytest.raises(StopTraining):
         train(cfg, tmp_path / "b", stop_after=("qipo", 1), **quiet)
     assert not (tmp_path / "b" / "summary.json").exists()
     resumed = train(cfg, tmp_path / "b", resume=True, **quiet)
     assert resumed["scores"] == full["scores"]
-    for x, y in zip(_params(tmp_path / "a", cfg), _params(tmp_path / "b", cfg), strict=True):
+    for x, y in zip(_params(tmp_path / "a"), _params(tmp_path / "b"), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     strip = lambda p: [
         {k: v for k, v in json.loads(line).items() if "seconds" not in k and k != "steps_per_s"}
@@ -405,20 +453,38 @@ def test_end_to_end_kill_and_resume_with_two_seeds(tiny_dataset, tmp_path):
     assert stages == ["behaviour", "critic", "critic"] + ["qipo"] * 3
     phases = [m.get("phase") for m in strip(tmp_path / "a")]
     assert phases[1:3] == ["returns", "td"]
+    # the legacy run has this run's settings up to QIPO's first epoch (it renews every epoch
+    # from there on); evaluations do not touch the training streams
+    legacy_close(_losses(tmp_path / "a")[:4], _losses(LEGACY / "rl_qipo_ot")[:4])
     for name in ("config.json", "summary.json", "curves.png", "metrics.jsonl"):
         assert (tmp_path / "a" / name).is_file()
     assert math.isfinite(full["score_mean"]) and full["episodes"] == 4
     assert full["seeds"] == 2 and len(full["seed_scores"]) == 2
+    assert full["method"] == full["algo"] == "qipo-ot"
     ev = evaluate_run(tmp_path / "a", episodes=2, seed=full["seed"] * 100_000 + 99_999)
     assert math.isfinite(ev["score_mean"]) and ev["episodes"] == 4
     with pytest.raises(ConfigError, match="qgpo runs only"):
         evaluate_run(tmp_path / "a", guidance=1.0)
+    mid = evaluate_run(tmp_path / "a", episodes=1, checkpoint="eval_qipo_0002.eqx")
+    assert mid["checkpoint"].endswith("eval_qipo_0002.eqx") and mid["episodes"] == 2
+    with pytest.raises(ConfigError, match="no checkpoint"):
+        evaluate_run(tmp_path / "a", checkpoint="eval_qipo_0009.eqx")
 
-    # the second seed of the pair is the single run with --seed 4
-    one = resolve_config("quick", overrides=dict(TINY, dataset=tiny_dataset, seed=4, eval_every=0))
+    # the run read back: config, statistics and every stage's checkpoint
+    run = load_run(tmp_path / "a")
+    assert run.config == cfg and (run.obs_dim, run.act_dim) == (11, 3)
+    _, sset, meta = run.load("qipo")
+    assert meta["epoch"] == 3 and sset.actions.shape == (2, run.dims.supports, 4, 3)
+    np.testing.assert_array_equal(np.asarray(sset.actions), np.asarray(run.support_set().actions))
+    assert ewfm.rl.seed_count(run.behaviour()) == 2 and ewfm.rl.seed_count(run.q_net()) == 2
+    with pytest.raises(ConfigError, match="no cep checkpoint"):
+        run.load("cep")
+
+    # the second seed of the pair is the single run with --seed 1
+    one = resolve_config("quick", overrides=dict(TINY, dataset=tiny_dataset, seed=1, eval_every=0))
     single = train(one, tmp_path / "s", **quiet)
     assert single["seeds"] == 1 and len(single["seed_scores"]) == 1
-    for x, y in zip(_params(tmp_path / "a", cfg), _params(tmp_path / "s", one), strict=True):
+    for x, y in zip(_params(tmp_path / "a"), _params(tmp_path / "s"), strict=True):
         # same PRNG streams and data; only the batched kernels' float32 rounding may differ
         np.testing.assert_allclose(np.asarray(x)[1], np.asarray(y)[0], rtol=2e-3, atol=2e-4)
 
@@ -433,50 +499,45 @@ def test_end_to_end_kill_and_resume_with_two_seeds(tiny_dataset, tmp_path):
 
 def test_support_stats_are_per_state_with_a_seed_axis():
     """Weights are normalised over each state's M supports, not over states or seeds."""
-    from ewfm.rl._pipeline import _support_stats
+    from ewfm.rl import support_stats
 
     q = jnp.array([[[0.0, 0.0, np.log(2.0)], [1.0, 1.0, 1.0]]])  # [seeds, states, M]
-    st = _support_stats(SupportSet(jnp.zeros((2, 1)), jnp.zeros((1, 2, 3, 1)), q), q, 1.0)
+    st = support_stats(SupportSet(jnp.zeros((2, 1)), jnp.zeros((1, 2, 3, 1)), q), q, 1.0)
     # state 1: 3 * softmax(0, 0, log 2) = (0.75, 0.75, 1.5); state 2: uniform (1, 1, 1)
     assert st["w_max_mean"] == pytest.approx(1.25) and st["w_data_mean"] == pytest.approx(0.875)
     assert st["q_std_within"] == pytest.approx(np.std([0, 0, np.log(2.0)]) / 2, rel=1e-6)
 
 
 def test_qgpo_end_to_end_with_two_seeds(tiny_dataset, tmp_path):
-    """QGPO's stages run per seed; its guided policy and its plain BC warm-up both evaluate."""
-    from ewfm.rl import evaluate_run, train
+    """QGPO's stages run per seed; its guided policy and its plain BC warm-up both evaluate;
+    its losses are those the code before the stages refactor wrote (tests/data/legacy)."""
+    from ewfm.rl import Policy, evaluate, evaluate_run, train
 
-    over = dict(TINY, dataset=tiny_dataset, algo="qgpo", seeds=2, cep_epochs=1, eval_every=0)
+    over = dict(TINY, dataset=tiny_dataset, method="qgpo", seeds=2, cep_epochs=1, eval_every=0)
     cfg = resolve_config("quick", overrides=dict(over, final_episodes=1, eval_max_steps=10))
     out = train(cfg, tmp_path / "q", progress=False, log=lambda s: None)
     assert out["episodes"] == 2 and len(out["behaviour_seed_scores"]) == 2
     stages = [json.loads(x)["stage"] for x in (tmp_path / "q" / "metrics.jsonl").open()]
     assert stages == ["behaviour", "critic", "critic", "cep"]
+    legacy_close(_losses(tmp_path / "q"), _losses(LEGACY / "rl_qgpo"))  # the same settings
     again = evaluate_run(tmp_path / "q", episodes=1)  # reloads the energy nets too
     assert again["episodes"] == 2 and all(math.isfinite(x) for x in again["scores"])
 
     # guidance 0 samples the behaviour model alone: the unguided policy on the same seeds
-    from ewfm.rl._config import config_from_json
-    from ewfm.rl._pipeline import _evaluate, make_policy, stacked_energy_nets, stacked_fields
-
     g0 = evaluate_run(tmp_path / "q", episodes=1, guidance=0.0)
-    qcfg = config_from_json(tmp_path / "q" / "config.json")
-    stats = json.loads((tmp_path / "q" / "obs_stats.json").read_text())
-    (field, _), _ = ewfm.load_checkpoint(
-        tmp_path / "q" / "checkpoints" / "policy.eqx",
-        (
-            stacked_fields(qcfg, 11, 3, jr.split(jr.key(0), 2)),
-            stacked_energy_nets(qcfg, 11, 3, jr.split(jr.key(0), 2)),
-        ),
-    )
-    plain = make_policy(qcfg, field, None, stats["mean"], stats["std"], 3)
-    ref = _evaluate(qcfg, "Hopper-v5", plain, 1, jr.key(12345), 12345)
-    assert g0["guidance"] == 0.0 and g0["scores"] == ref["scores"]
+    run = load_run(tmp_path / "q")
+    field, energy_net = run.networks()
+    assert energy_net is not None and run.q_net() is not None
+    plain = Policy(field, None, run.sampler, run.mean, run.std, 3, 0.0)
+    ref = evaluate(plain, "Hopper-v5", 2, 12345, key=jr.key(12345), max_episode_steps=10)
+    assert g0["guidance"] == 0.0 and g0["scores"] == [float(x) for x in ref.normalized]
     with pytest.raises(ConfigError, match="guidance must be >= 0"):
         evaluate_run(tmp_path / "q", guidance=-1.0)
 
     # QIPO-Diff on the QGPO run's diffusion model and critic: those stages are not retrained
-    diff = dataclasses.replace(cfg, algo="qipo-diff", qipo_epochs=1, renew_every=1, q_norm="spread")
+    diff = dataclasses.replace(
+        cfg, method="qipo-diff", qipo_epochs=1, renew_every=1, q_norm="spread"
+    )
     d = train(diff, tmp_path / "d", reuse=tmp_path / "q", progress=False, log=lambda s: None)
     hist = [json.loads(x) for x in (tmp_path / "d" / "metrics.jsonl").open()]
     assert [m["stage"] for m in hist] == ["behaviour", "critic", "critic", "qipo"]
@@ -486,9 +547,24 @@ def test_qgpo_end_to_end_with_two_seeds(tiny_dataset, tmp_path):
         a = (tmp_path / "q" / "checkpoints" / f"{name}.eqx").read_bytes()
         assert (tmp_path / "d" / "checkpoints" / f"{name}.eqx").read_bytes() == a
     assert d["behaviour_seed_scores"] == out["behaviour_seed_scores"]  # same BC, same seeds
-    ot = dataclasses.replace(cfg, algo="qipo-ot")
+    ot = dataclasses.replace(cfg, method="qipo-ot")
     with pytest.raises(ConfigError, match="needs the OT path"):
         train(ot, tmp_path / "e", reuse=tmp_path / "q", progress=False)
     with pytest.raises(ConfigError, match="subset=600 but this run has subset=500"):
         train(dataclasses.replace(diff, subset=500), tmp_path / "f", reuse=tmp_path / "q")
     assert not (tmp_path / "e").exists() and not (tmp_path / "f").exists()
+
+
+# -- runs written before the stages refactor -----------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["rl_qipo_ot", "rl_qgpo"])
+def test_legacy_run_loads_and_samples_the_same(name):
+    """tests/data/legacy/make.py trained these (2 seeds each; QGPO with its energy nets)
+    with the code before the stages refactor and sampled their policies."""
+    expected = np.load(LEGACY / "expected.npz")
+    run = load_run(LEGACY / name)
+    assert run.config.method == {"rl_qipo_ot": "qipo-ot", "rl_qgpo": "qgpo"}[name]
+    assert run.config.solver == "auto" and run.config.seeds == 2
+    actions = run.policy()(expected["rl/obs"], jr.key(11))
+    legacy_close(actions, expected[f"{name}/actions"])
