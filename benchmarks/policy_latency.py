@@ -5,7 +5,7 @@ Times the QIPO-OT policy (QGPO-sized residual field, 17-dim state, 6-dim action,
 
 - ``sampler``: the bare jitted sampler on partitioned arrays (the floor of this network);
 - ``evaluator``: `ewfm.rl.evaluate`'s per-step call on an `ewfm.rl.Policy`;
-- ``filter_jit``: ``eqx.filter_jit`` on the whole policy each call (the session-2 evaluator).
+- ``filter_jit``: ``eqx.filter_jit`` on the whole policy each call (what the evaluator once did).
 
 Writes ``benchmarks/results/policy_latency.json``; reports median and minimum over repeats.
 
@@ -13,8 +13,6 @@ Writes ``benchmarks/results/policy_latency.json``; reports median and minimum ov
 """
 
 import argparse
-import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -23,11 +21,10 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+from _record import write_result
 
 import ewfm
-from ewfm.rl import PolicySampler
-from ewfm.rl._evaluate import _policy_caller
-from ewfm.rl._pipeline import Policy
+from ewfm.rl import Policy, policy_caller
 
 STATE, ACTION = 17, 6
 
@@ -46,20 +43,20 @@ def times(fn, repeats):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=500)
-    p.add_argument("--out", default="benchmarks/results/policy_latency.json")
+    p.add_argument("--out", default="policy_latency", help="results name (benchmarks/results/)")
     args = p.parse_args()
 
     field = eqx.filter_vmap(lambda k: ewfm.ResidualMLPField(ACTION, cond_dim=STATE, key=k))(
         jr.split(jr.PRNGKey(0), 1)
     )
-    sampler = PolicySampler(ewfm.OTPath(), "midpoint", 5, "velocity", 1.0)
+    sampler = ewfm.Sampler(ewfm.OTPath(), "midpoint", 5, "velocity", clip=1.0)
     policy = Policy(field, None, sampler, jnp.zeros(STATE), jnp.ones(STATE), ACTION, 1.0)
     obs = jnp.asarray(jr.normal(jr.PRNGKey(1), (1, STATE)))
     key = jr.PRNGKey(2)
 
     params, static = eqx.partition(policy, eqx.is_array)
     bare = jax.jit(lambda p, o, k: eqx.combine(p, static)(o, k))
-    call = _policy_caller(policy)
+    call = policy_caller(policy)
     filtered = eqx.filter_jit(lambda pol, o, k: pol(o, k))
 
     rows = {
@@ -70,15 +67,12 @@ def main():
     for name, r in rows.items():
         print(f"{name:>10}: median {r['median_ms']:.3f} ms, min {r['min_ms']:.3f} ms")
     result = {
-        "machine": platform.processor() or platform.machine(),
         "jax": jax.__version__,
         "repeats": args.repeats,
         "policy": "QIPO-OT, 1.64M-param residual field, midpoint 5 steps (10 evaluations)",
         "rows": rows,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    out = write_result(Path(args.out).stem, result)
     print("wrote", out)
 
 

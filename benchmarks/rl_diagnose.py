@@ -13,54 +13,32 @@ Q of edge and inner supports (a Q gap of g is a weight ratio of exp(beta g)).
 """
 
 import argparse
-import json
-from pathlib import Path
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from ewfm import load_checkpoint
-from ewfm._train import init_state
-from ewfm.rl import discounted_returns, load_transitions
-from ewfm.rl._config import config_from_json
-from ewfm.rl._pipeline import (
-    RunDir,
-    _fold,
-    _program_key,
-    _SeedKeys,
-    _stage_fns,
+from ewfm.rl import (
+    Run,
+    discounted_returns,
+    ensure_dataset,
+    load_run,
+    load_transitions,
     seed_slice,
-    stacked_critic_states,
-    stacked_fields,
 )
-from ewfm.rl._qipo import SupportSet
 
 
-def load_run(path: str):
-    """A run directory, its config, observation mean/std, dataset id and transitions."""
-    from ewfm.rl import ensure_dataset
-
-    run = RunDir(path)
-    cfg = config_from_json(run.config_path)
-    stats = json.loads((run.root / "obs_stats.json").read_text())
-    mean, std = np.asarray(stats["mean"], np.float32), np.asarray(stats["std"], np.float32)
-    ds_id = ensure_dataset(cfg.dataset, progress=False)
-    return run, cfg, mean, std, ds_id, load_transitions(ds_id)
+def load_with_data(path: str):
+    """A run (`ewfm.rl.load_run`) and the transitions of its dataset."""
+    run = load_run(path)
+    return run, load_transitions(ensure_dataset(run.config.dataset, progress=False))
 
 
-def load_critic(run: RunDir, cfg, od: int, ad: int, seed: int):
-    """One seed's twin Q network of a run (and the critic checkpoint's metadata)."""
-    copt, _ = _stage_fns("critic", _program_key(cfg))
-    like = stacked_critic_states(cfg, od, ad, jr.split(jr.key(0), cfg.seeds), copt)
-    (cst, _), meta = load_checkpoint(run.stage_path("critic"), (like, None))
-    return seed_slice(cst.model.q, seed), meta
-
-
-def critic_report(run: RunDir, cfg, tr, mean, std, seed: int) -> None:
-    q, meta = load_critic(run, cfg, mean.shape[0], tr.actions.shape[1], seed)
+def critic_report(run: Run, tr, seed: int) -> None:
+    cfg, mean, std = run.config, run.mean, run.std
+    state, _, meta = run.load("critic")
+    q = seed_slice(state.model.q, seed)
     mc = discounted_returns(tr.rewards, tr.terminals, tr.timeouts, cfg.gamma)
     sel = np.random.default_rng(0).choice(tr.size, 20_000, replace=False)
     s = jnp.asarray((np.asarray(tr.observations)[sel] - mean) / std)
@@ -86,13 +64,10 @@ def critic_report(run: RunDir, cfg, tr, mean, std, seed: int) -> None:
     )
 
 
-def support_report(run: RunDir, cfg, od: int, ad: int) -> None:
-    opt, _ = _stage_fns("qipo", _program_key(cfg))
-    fields = stacked_fields(cfg, od, ad, _fold(_SeedKeys(cfg.seed, cfg.seeds)["init"], 0))
-    qst = eqx.filter_vmap(lambda f: init_state(f, opt))(fields)
-    n, k, m = cfg.qipo_subset, cfg.seeds, cfg.support
-    like = SupportSet(jnp.zeros((n, od)), jnp.zeros((k, n, m, ad)), jnp.zeros((k, n, m)))
-    (_, sset), meta = load_checkpoint(run.stage_path("qipo"), (qst, like))
+def support_report(run: Run) -> None:
+    cfg = run.config
+    _, sset, meta = run.load("qipo")
+    k, m = cfg.seeds, cfg.support
     acts, q = np.asarray(sset.actions), np.asarray(sset.q)
     first = 1 if cfg.keep_data_action else 0
     print(f"supports of QIPO epoch {meta['epoch']} (M = {m}, beta = {cfg.beta}):")
@@ -114,11 +89,11 @@ def main() -> None:
     p.add_argument("run")
     p.add_argument("--seed", type=int, default=0, help="which seed's critic (0-based)")
     args = p.parse_args()
-    run, cfg, mean, std, _, tr = load_run(args.run)
+    run, tr = load_with_data(args.run)
     if run.stage_path("critic").exists():
-        critic_report(run, cfg, tr, mean, std, args.seed)
-    if Path(run.stage_path("qipo")).exists():
-        support_report(run, cfg, mean.shape[0], tr.actions.shape[1])
+        critic_report(run, tr, args.seed)
+    if run.stage_path("qipo").exists():
+        support_report(run)
 
 
 if __name__ == "__main__":

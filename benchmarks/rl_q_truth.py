@@ -30,41 +30,29 @@ Q, returns, actions and states).
 
 import argparse
 import json
+import os
+import tempfile
 import time
-from pathlib import Path
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-from rl_diagnose import load_critic, load_run  # the sibling script (run from benchmarks/)
+from _record import RESULTS, write_result
 
-from ewfm import load_checkpoint
-from ewfm._experiment import atomic_path, write_text_atomic
-from ewfm._train import init_state
-from ewfm.rl import env_id_for, scale_q
-from ewfm.rl._build import plan
-from ewfm.rl._envs import make_env
-from ewfm.rl._pack import NumpyPackPolicy
-from ewfm.rl._pipeline import (
-    RunDir,
-    _program_key,
-    _stage_fns,
-    make_sampler,
+from ewfm.rl import (
+    NumpyPackPolicy,
+    dataset_plan,
+    draw_supports,
+    ensure_dataset,
+    env_id_for,
+    load_run,
+    load_transitions,
+    make_env,
+    scale_q,
     seed_slice,
-    stacked_fields,
 )
-from ewfm.rl._qipo import draw_supports
-
-
-def load_behaviour(run: RunDir, cfg, od: int, ad: int, seed: int):
-    """The behaviour EMA field of one seed."""
-    keys = jr.split(jr.key(0), cfg.seeds)
-    bopt, _ = _stage_fns("behaviour", _program_key(cfg))
-    blike = eqx.filter_vmap(lambda f: init_state(f, bopt))(stacked_fields(cfg, od, ad, keys))
-    (bst, _), _ = load_checkpoint(run.stage_path("behaviour"), (blike, None))
-    return seed_slice(bst.ema, seed)
 
 
 def step_in_episode(tr) -> np.ndarray:
@@ -150,11 +138,13 @@ def main() -> None:
     p.add_argument("--horizon", type=int, default=300)
     args = p.parse_args()
     t_start = time.perf_counter()
-    run, cfg, mean, std, ds_id, tr = load_run(args.run)
-    od, ad = mean.shape[0], tr.actions.shape[1]
-    field = load_behaviour(run, cfg, od, ad, args.seed)
-    qnet, _ = load_critic(run, cfg, od, ad, args.seed)
-    part = plan(cfg.dataset)[0].parts[0]
+    run = load_run(args.run)
+    cfg, mean, std = run.config, run.mean, run.std
+    ds_id = ensure_dataset(cfg.dataset, progress=False)
+    tr = load_transitions(ds_id)
+    field = seed_slice(run.behaviour(), args.seed)
+    qnet = seed_slice(run.q_net(), args.seed)
+    part = dataset_plan(cfg.dataset)[0].parts[0]
     mu = NumpyPackPolicy(part.policy)
     stochastic = args.continuation == "stochastic" and part.stochastic
     policy = lambda o, t, eps: mu(o, t.astype(np.float64), eps if stochastic else None)
@@ -167,7 +157,7 @@ def main() -> None:
     s = jnp.asarray((obs0 - mean) / std)
     data = jnp.asarray(np.asarray(tr.actions)[rows], jnp.float32)
     sup = eqx.filter_jit(draw_supports)(
-        field, make_sampler(cfg), s, jr.key(2), m=cfg.support, action_dim=ad, data_actions=data
+        field, run.sampler, s, jr.key(2), m=cfg.support, action_dim=run.act_dim, data_actions=data
     )
     q = np.asarray(jax.vmap(jax.vmap(qnet.min, in_axes=(None, 0)))(s, sup))
     ret, worst = rollout_returns(
@@ -229,10 +219,12 @@ def main() -> None:
     }
     out["seconds"] = time.perf_counter() - t_start
     name = f"{run.root.name}_seed{args.seed}_{out['continuation']}"
-    dest = Path(__file__).with_name("results") / f"rl_q_truth_{name}.json"
-    write_text_atomic(dest, json.dumps(out, indent=2) + "\n")
-    with atomic_path(dest.with_suffix(".npz")) as tmp, open(tmp, "wb") as fh:
+    dest = write_result(f"rl_q_truth_{name}", out)
+    fd, tmp = tempfile.mkstemp(dir=RESULTS, suffix=".npz")  # written whole, then renamed
+    with os.fdopen(fd, "wb") as fh:
         np.savez_compressed(fh, q=q, returns=ret, supports=np.asarray(sup), states=obs0)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, dest.with_suffix(".npz"))
     print(json.dumps(out, indent=2))
 
 

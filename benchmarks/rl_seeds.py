@@ -1,6 +1,6 @@
 """`ewfm train --seeds K` speed-up: K seeds in one vmapped epoch vs K sequential epochs.
 
-Builds the pipeline's own stage programs (`ewfm.rl._pipeline._stage_fns`, vmapped over a
+Builds the pipeline's own stage programs (`ewfm.rl.STAGES[name].program`, vmapped over a
 leading seed axis) for the quick preset on hopper-shaped synthetic data (11-dim states,
 3-dim actions; timing does not depend on the values), and times one epoch of each stage
 (behaviour CFM, critic TD, QIPO) with K = 1 and with K seeds. The speed-up is
@@ -11,48 +11,36 @@ Medians over repeats after compilation; K=1 and K rows alternate so load drifts 
 """
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+from _record import write_result
 
-from ewfm import init_state
-from ewfm.rl._config import resolve_config
-from ewfm.rl._critic import CriticBatch
-from ewfm.rl._pipeline import _program_key, _stage_fns, stacked_critic_states, stacked_fields
-from ewfm.rl._qipo import SupportSet
+from ewfm.rl import STAGES, CriticBatch, Dims, SupportSet, resolve_config
 
 OBS, ACT, N = 11, 3, 20_000
 
 
 def stage_inputs(cfg, stage: str, k: int):
     """(stacked state, data) for one stage with ``k`` seeds."""
-    keys = jr.split(jr.key(0), k)
+    st = STAGES[stage].fresh(cfg, Dims(OBS, ACT, N, N), jr.split(jr.key(0), k))
     s = jr.normal(jr.key(1), (N, OBS))
     a = jnp.tanh(jr.normal(jr.key(2), (N, ACT)))
-    opt, _ = _stage_fns(stage, _program_key(cfg))
     if stage == "behaviour":
-        st = eqx.filter_vmap(lambda f: init_state(f, opt))(stacked_fields(cfg, OBS, ACT, keys))
         return st, (s, a)
     if stage == "critic":
-        st = stacked_critic_states(cfg, OBS, ACT, keys, opt)
         sup = jnp.tanh(jr.normal(jr.key(3), (k, N, cfg.critic_support, ACT)))
         return st, CriticBatch(s, a, jnp.ones(N), s, jnp.zeros(N), sup)
-    fields = stacked_fields(cfg, OBS, ACT, keys)
-    st = eqx.filter_vmap(lambda f: init_state(f, opt))(fields)
     acts = jnp.tanh(jr.normal(jr.key(4), (k, N, cfg.support, ACT)))
     return st, SupportSet(s, acts, jr.normal(jr.key(5), (k, N, cfg.support)))
 
 
 def time_epoch(cfg, stage: str, k: int, repeats: int) -> float:
-    _, epoch = _stage_fns(stage, _program_key(cfg))
+    _, epoch = STAGES[stage].program(cfg)  # the critic's: its TD phase
     st, data = stage_inputs(cfg, stage, k)
     keys = jr.split(jr.key(7), k)
     jax.block_until_ready(epoch(st, data, keys))  # compile
@@ -69,7 +57,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", default="benchmarks/results/rl_seeds.json")
+    ap.add_argument("--out", default="rl_seeds", help="results file name (benchmarks/results/)")
     args = ap.parse_args()
     cfg = resolve_config("quick", overrides={"steps_per_epoch": args.steps})
     rows = []
@@ -90,18 +78,9 @@ def main() -> None:
             f"{args.seeds * args.steps / tk:7.1f} seed-steps/s | speed-up "
             f"{row['speedup_vs_sequential']:.2f}x vs {args.seeds} sequential runs"
         )
-    result = {
-        "seeds": args.seeds,
-        "steps_per_epoch": args.steps,
-        "rows": rows,
-        "machine": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "load_average": os.getloadavg(),
-        "jax": jax.__version__,
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    result = {"seeds": args.seeds, "steps_per_epoch": args.steps, "rows": rows}
+    out = write_result(Path(args.out).stem, {**result, "jax": jax.__version__})
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
