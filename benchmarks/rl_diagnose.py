@@ -1,6 +1,6 @@
 """Diagnose a finished `ewfm train` run: its critic and its last QIPO support sets.
 
-Critic (any run past the critic stage): Q of one seed on 20,000 dataset pairs against the
+Critic (any run past the critic stage): Q of one seed on 20,000 dataset pairs (at most) against the
 dataset's discounted Monte-Carlo returns (`ewfm.rl.discounted_returns`: scale and
 correlation), and how Q moves when the dataset action is perturbed or replaced by a uniform
 random action (a critic that prefers arbitrary actions will be exploited by QIPO).
@@ -40,7 +40,7 @@ def critic_report(run: Run, tr, seed: int) -> None:
     state, _, meta = run.load("critic")
     q = seed_slice(state.model.q, seed)
     mc = discounted_returns(tr.rewards, tr.terminals, tr.timeouts, cfg.gamma)
-    sel = np.random.default_rng(0).choice(tr.size, 20_000, replace=False)
+    sel = np.random.default_rng(0).choice(tr.size, min(20_000, tr.size), replace=False)
     s = jnp.asarray((np.asarray(tr.observations)[sel] - mean) / std)
     a = jnp.asarray(np.asarray(tr.actions)[sel], jnp.float32)
     qmin = jax.jit(jax.vmap(q.min))
