@@ -5,10 +5,14 @@ trained once per data set) in a temporary directory and keeps, for every run, th
 Wasserstein-2 distance to exact target samples and its noise floor, the mean energy against
 the exact one, and the NLL of exact samples; per method, the summaries the docs quote
 (median SW2 / floor, mean absolute error of the mean energy, the guidance goals met), plus
-the sweep's wall and CPU seconds. Writes ``benchmarks/results/toy_sweep_<preset>.json``.
+the sweep's wall and CPU seconds. Writes ``benchmarks/results/<--name>.json``.
 
-    python benchmarks/toy_sweep.py                    # quick preset: 2 data sets, beta 0 and 3
-    python benchmarks/toy_sweep.py --preset default   # the full sweep (6 × 6 × 4 runs; long)
+    python benchmarks/toy_sweep.py --preset default --datasets 8gaussians moons --betas 0 3
+    python benchmarks/toy_sweep.py --preset default --name toy_sweep_full  # 6 × 6 × 4 runs; long
+    python benchmarks/toy_sweep.py --preset quick --name toy_sweep_quick   # 300 steps; seconds
+
+Without ``--datasets`` / ``--betas`` the preset's own lists are used (the quick preset's two
+data sets and betas 0 and 3; every data set and betas 0, 1, 3, 10 otherwise).
 
 Pin it to a core of its own on a shared machine (``taskset -c 1``): the CPU seconds are
 recorded beside the wall time, and the load average in the provenance.
@@ -49,13 +53,16 @@ def per_method(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--preset", default="quick", choices=sorted(toy.PRESETS))
+    ap.add_argument("--preset", default="default", choices=sorted(toy.PRESETS))
+    ap.add_argument("--datasets", nargs="+", choices=toy.DATASETS, help="default: the preset's")
+    ap.add_argument("--betas", nargs="+", type=float, help="default: the preset's")
+    ap.add_argument("--name", default="toy_sweep", help="results file name, without .json")
     args = ap.parse_args()
 
     cfg = toy.resolve_config(args.preset)
     quick = args.preset == "quick"
-    datasets = toy.QUICK_DATASETS if quick else toy.DATASETS
-    betas = toy.QUICK_BETAS if quick else toy.SWEEP_BETAS
+    datasets = args.datasets or (toy.QUICK_DATASETS if quick else toy.DATASETS)
+    betas = args.betas or (toy.QUICK_BETAS if quick else toy.SWEEP_BETAS)
     cpu0, t0 = time.process_time(), time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         summary = toy.sweep(os.path.join(tmp, "sweep"), cfg, datasets=datasets, betas=betas)
@@ -75,7 +82,7 @@ def main() -> None:
         "goals": summary["goals"],
         "per_method": per_method(summary),
     }
-    path = write_result(f"toy_sweep_{args.preset}", record)
+    path = write_result(args.name, record)
     print(f"{len(record['records'])} runs, {wall:.0f} s wall, {cpu:.0f} CPU-s -> {path}")
     for m, row in record["per_method"].items():
         print(f"  {m:9s} median SW2/floor {row['median_sw2_over_floor']:.2f}, "
