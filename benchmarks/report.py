@@ -131,6 +131,107 @@ def toy_sampling() -> str:
     )
 
 
+def _toy_sweep() -> tuple[str, dict[str, Any]]:
+    """The fullest toy sweep on file: the full one if it exists, else the subset."""
+    for name in ("toy_sweep_full.json", "toy_sweep.json"):
+        if (RESULTS / name).exists():
+            return name, load(name)
+    raise SystemExit("no toy sweep results: run python benchmarks/toy_sweep.py")
+
+
+def _toy_head(name: str, d: dict[str, Any]) -> str:
+    c = d["config"]
+    return (
+        f"`{d['preset']}` preset: {len(d['datasets'])} data sets × {len(d['methods'])} methods × "
+        f"beta {', '.join(f'{b:g}' for b in d['betas'])}; {c['n_data']:,} points per data set, "
+        f"{c['steps']:,} steps of batch {c['batch_size']} per network, {c['n_eval']:,} samples "
+        f"per set, NLL of {c['n_nll']:,} exact samples. {d['networks_trained']} networks; "
+        f"{d['wall_s']:.0f} s wall, {d['cpu_s']:.0f} CPU-s in all."
+    )
+
+
+def _toy_table(d: dict[str, Any], field: str, nd: int, extra: str | None) -> str:
+    recs = {(r["data"], r["method"], r["beta"]): r for r in d["records"]}
+    rows = []
+    for data in d["datasets"]:
+        if extra is not None:
+            ref = [recs.get((data, d["methods"][0], b)) for b in d["betas"]]
+            label = "*floor*" if extra == "floor" else "*exact*"
+            rows.append([data, label, *[f(r and r[extra], nd) for r in ref]])
+        for m in d["methods"]:
+            rows.append([data, m, *[f((r := recs.get((data, m, b))) and r[field], nd)
+                                    for b in d["betas"]]])  # fmt: skip
+    return table(["data", "method", *[f"β={b:g}" for b in d["betas"]]], rows)
+
+
+def toy_sweep_sw2() -> str:
+    name, d = _toy_sweep()
+    return "\n\n".join(
+        [
+            _toy_head(name, d)
+            + " Sliced Wasserstein-2 distance to exact target samples (lower is better; "
+            "*floor*: two independent exact sets).",
+            _toy_table(d, "sw2", 3, "floor"),
+            source(name),
+        ]
+    )
+
+
+def toy_sweep_energy() -> str:
+    name, d = _toy_sweep()
+    return "\n\n".join(
+        [
+            "Mean energy of the samples (*exact*: under the target), same runs.",
+            _toy_table(d, "mean_energy", 3, "exact_mean_energy"),
+            source(name),
+        ]
+    )
+
+
+def toy_sweep_nll() -> str:
+    name, d = _toy_sweep()
+    return "\n\n".join(
+        [
+            "NLL (nats) of exact target samples under each model (`ewfm.log_likelihood`), "
+            "same runs.",
+            _toy_table(d, "nll", 2, None),
+            source(name),
+        ]
+    )
+
+
+def toy_sweep_summary() -> str:
+    name, d = _toy_sweep()
+    rows = []
+    for m, r in d["per_method"].items():
+        goals = (
+            [f"{r['ok_fm']} / {r['goal_cases']}", f"{r['ok_qgpo']} / {r['goal_cases']}",
+             f"{r['within_115_qgpo']} / {r['goal_cases']}"]
+            if "goal_cases" in r else ["", "", ""]
+        )  # fmt: skip
+        rows.append([m, f(r["median_sw2_over_floor"], 2), f(r["mean_abs_energy_error"], 3), *goals])
+    return "\n\n".join(
+        [
+            "Per method, over every (data set, beta) cell: the median of SW2 / floor and the "
+            "mean absolute error of the mean energy; for EFM, ED and efm-beta at beta > 0, the "
+            "cells within 1.5 × the unguided model's distance to the data, at most QGPO's "
+            "distance, and within 1.15 × QGPO's.",
+            table(
+                [
+                    "method",
+                    "median SW2 / floor",
+                    "mean energy error",
+                    "≤ 1.5 × fm to data",
+                    "≤ QGPO",
+                    "≤ 1.15 × QGPO",
+                ],
+                rows,
+            ),
+            source(name),
+        ]
+    )
+
+
 def _energy_rows(recs: dict[str, Any], names: list[tuple[str, str]]) -> list[list[Any]]:
     rows = []
     for key, label in names:
@@ -195,6 +296,150 @@ def images_twemoji() -> str:
     )
 
 
+BETAS = (0.0, 1.0, 3.0, 10.0)
+
+
+def _records(*names: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The named records of several `images_beta.py` files, and the file of each."""
+    recs: dict[str, Any] = {}
+    files: dict[str, str] = {}
+    for name in names:
+        for k, v in load(name).items():
+            recs[k], files[k] = v, name
+    return recs, files
+
+
+def _beta_runs(names: list[tuple[str, str]], *files: str, time_col: str = "cpu") -> str:
+    """One row per `images_beta.py` record: mean energy (z) at each beta, hue TV at each
+    beta, training time; first the exact target's mean energy and the TV floor, from the
+    first record (every record of a table shares data, seeds and n)."""
+    recs, where = _records(*files)
+    first = recs[names[0][0]]
+    by0 = {row["beta"]: row for row in first["rows"]}
+    top = [
+        f"exact target (TV: floor for n = {first['n']})",
+        *[f"{by0[b]['target']:.3f}" if b in by0 else "–" for b in BETAS],
+        ", ".join(f"{by0[b]['tv_floor']:.3f}" if b in by0 else "–" for b in BETAS),
+        "",
+    ]
+    rows = [top]
+    for key, label in names:
+        r = recs[key]
+        by = {row["beta"]: row for row in r["rows"]}
+        energy = [f"{by[b]['mean_energy']:.3f} ({by[b]['z']:+.1f})" if b in by else "–"
+                  for b in BETAS]  # fmt: skip
+        tv = ", ".join(f"{by[b]['tv']:.3f}" if b in by else "–" for b in BETAS)
+        if time_col == "cpu":
+            t = f(r.get("train_cpu_s"), 0)
+        else:
+            t = f"{f(r.get('train_wall_s'), 0)} / {f(r.get('train_cpu_s'), 0)}"
+        rows.append([f"{label} (`{key}`)", *energy, tv, t])
+    head = ["run", "beta 0: E (z)", "beta 1", "beta 3", "beta 10", "hue TV at beta 0, 1, 3, 10"]
+    head.append("train CPU-s" if time_col == "cpu" else "train wall s / CPU-s")
+    lines = [source(where[k], recs[k].get("provenance")) + f" <sub>(`{k}`)</sub>" for k, _ in names]
+    return "\n\n".join(
+        [
+            f"Mean energy E of {first['n']} samples per beta (z: bias in standard errors, |z| < 3 "
+            "is within sampling noise) and the hue histogram's TV distance to the exact target.",
+            table(head, rows),
+            "<br>".join(lines),
+        ]
+    )
+
+
+def images_beta_draws() -> str:
+    names = [
+        ("batch-old", "`input`, `batch`, no point mass (Algorithm 6)"),
+        ("sample", "`input`, `sample`, no point mass"),
+        ("batch-zero25", "`input`, `batch`, 25% at beta 0"),
+        ("sample-zero25", "`input`, `sample`, 25% at beta 0 (the previous default)"),
+        ("sample-zero25-scale4", "`input`, `sample`, 25%, beta features ×4"),
+        ("input-resample-zero25", "`input`, `resample`, 25% at beta 0"),
+        ("unguided", "plain flow matching, fixed beta 0 (the unguided reference)"),
+        ("residual", "**`residual`, `sample`, no point mass (default)**"),
+        ("quick-s5-cli", "the same settings, trained by `ewfm images train --quick`"),
+        ("residual-phi-energy", "`residual`, `--beta-phi energy`"),
+        ("residual-detach-patch", "`residual`, head input detached (one-line patch)"),
+        ("efm-fixed10", "plain flow matching, fixed beta 10"),
+    ]
+    return _beta_runs(names, "images_beta.json")
+
+
+def images_ed() -> str:
+    names = [
+        ("ed-v", "ED, U-Net predicts `v` (default)"),
+        ("ed-residual", "ED, U-Net predicts `eps`"),
+        ("ed-sample-zero25", "ED, `eps`, `input` net, 25% at beta 0"),
+        ("ed-v-fixed10", "ED, `v`, fixed beta 10"),
+        ("ed-eps-fixed10", "ED, `eps`, fixed beta 10"),
+        ("efm-fixed10", "EFM, fixed beta 10"),
+    ]
+    return _beta_runs(names, "images_beta.json")
+
+
+def images_cep() -> str:
+    names = [
+        ("cep", "CEP (QGPO-style gradient guidance)"),
+        ("residual", "EFM, residual beta net (default)"),
+        ("ed-v", "ED, `v`"),
+    ]
+    return _beta_runs(names, "images_beta.json")
+
+
+def images_twemoji_runs() -> str:
+    names = [
+        ("twemoji-residual-linear", "1,200 steps, `--beta-phi linear` (default)"),
+        ("twemoji-phi-energy", "1,200 steps, `--beta-phi energy`"),
+        ("twemoji-2400-linear", "2,400 steps, `linear`"),
+        ("twemoji-2400-energy", "2,400 steps, `energy`"),
+    ]
+    files = ("images_twemoji.json", "images_twemoji_linear.json", "images_twemoji_energy.json")
+    return _beta_runs(names, *files, time_col="wall")
+
+
+def images_data() -> str:
+    d = load("images_data.json")
+    parts = []
+    for preset, p in d["presets"].items():
+        shares = sorted(p["class_share"].items(), key=lambda kv: -kv[1])
+        cells = ", ".join(
+            (k if k == "achromatic" else f"{k}°") + f" {100 * v:.1f}%" for k, v in shares if v > 0
+        )
+        rows = [
+            [f"{t['beta']:g}", f"{t['mean_energy']:.3f}", f"{t['ess']:,.0f}",
+             f"{100 * t['target_class_share']:.1f}%"]
+            for t in p["exact_target"]
+        ]  # fmt: skip
+        parts += [
+            f"**{p['data']}** ({preset} preset, {p['size']}x{p['size']}, target hue "
+            f"{p['target_hue']:g}°): {p['training_images']:,} training images, "
+            f"{p['held_out']:,} held out. Hue-class shares: {cells}.",
+            table(
+                [
+                    "beta",
+                    "exact mean energy",
+                    "effective sample size",
+                    f"share of the {p['target_class']}° class",
+                ],
+                rows,
+            ),
+        ]
+    phi = d["presets"]["showcase"]["phi"]
+    parts.append(
+        "`--beta-phi energy` on Twemoji against `linear`: "
+        + "; ".join(f"phi({r['beta']:g}) = {r['energy']:.2f} vs {r['linear']:.2f}" for r in phi)
+        + "."
+    )
+    t = d["timings"]
+    parts.append(
+        f"4,096 shapes at 16x16: {t['shapes_4096_16px_s']:.2f} s; Twemoji at 32x32: "
+        f"{t['twemoji_render_s']:.1f} s to render from the PNGs, {t['twemoji_read_s']:.2f} s to "
+        "read from the cache."
+    )
+    parts.append(source("images_data.json"))
+    return "\n\n".join(parts)
+
+
 def images_sampling() -> str:
     d = load("images_sampling.json")
     rows = [
@@ -210,25 +455,66 @@ def images_sampling() -> str:
     )
 
 
-def datasets() -> str:
+def datasets_recipes() -> str:
     d = load("rl_datasets.json")
     rows = [
         [r["name"], f"{r['transitions']:,}", r["episodes"],
          f"{r['normalized_mean']:.1f} ± {r['normalized_std']:.1f}", f(r.get("steps_per_s"), 0)]
         for r in d["rows"]
     ]  # fmt: skip
-    b = load("rl_build.json")
-    brows = [[r["setting"], f(r["steps_per_s"], 0), f(r.get("minutes_per_1M"), 1)]
-             for r in b["rows"]]  # fmt: skip
     return "\n\n".join(
         [
             f"Each built-in recipe at {d['steps_per_dataset']:,} steps (normalised return of "
             "its episodes):",
             table(["dataset", "transitions", "episodes", "normalised return", "steps/s"], rows),
             source("rl_datasets.json"),
+        ]
+    )
+
+
+def datasets_build() -> str:
+    b = load("rl_build.json")
+    brows = [[r["setting"], f(r["steps_per_s"], 0), f(r.get("minutes_per_1M"), 1)]
+             for r in b["rows"]]  # fmt: skip
+    return "\n\n".join(
+        [
             f"Build speed, {b['name']}, {b['steps']:,} steps:",
             table(["setting", "steps/s", "minutes per 1M"], brows),
             source("rl_build.json"),
+        ]
+    )
+
+
+def datasets() -> str:
+    return "\n\n".join([datasets_recipes(), datasets_build()])
+
+
+def pack_returns() -> str:
+    d = load("rl_pack_returns.json")
+    rows = [
+        [r["policy"], r["mode"], r["episodes"], f"{r['mean']:.1f} ± {r['se']:.1f}",
+         f(r["mean_length"], 1), f"{r['index_mean']:.1f} ± {r['index_std']:.1f}",
+         f"{r['z_vs_index']:+.2f}"]
+        for r in d["rows"]
+    ]  # fmt: skip
+    return "\n\n".join(
+        [
+            f"Raw return over {d['episodes']} episodes (seeds from {d['first_seed']:,}) ± "
+            "standard error, beside `index.json`'s 10-episode mean ± std; z: the difference "
+            "over its standard error.",
+            table(
+                [
+                    "policy",
+                    "mode",
+                    "episodes",
+                    "return",
+                    "episode length",
+                    "`index.json` (10 episodes)",
+                    "z",
+                ],
+                rows,
+            ),
+            source("rl_pack_returns.json"),
         ]
     )
 
@@ -305,10 +591,22 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "policy-latency": policy_latency,
     "rl-seeds": rl_seeds,
     "toy-sampling": toy_sampling,
+    "toy-sweep-sw2": toy_sweep_sw2,
+    "toy-sweep-energy": toy_sweep_energy,
+    "toy-sweep-nll": toy_sweep_nll,
+    "toy-sweep-summary": toy_sweep_summary,
     "images-shapes": images_shapes,
     "images-twemoji": images_twemoji,
     "images-sampling": images_sampling,
+    "images-beta-draws": images_beta_draws,
+    "images-ed": images_ed,
+    "images-cep": images_cep,
+    "images-twemoji-runs": images_twemoji_runs,
+    "images-data": images_data,
     "datasets": datasets,
+    "datasets-recipes": datasets_recipes,
+    "datasets-build": datasets_build,
+    "pack-returns": pack_returns,
     "q-truth": q_truth,
     "rl-scores": rl_scores,
 }
