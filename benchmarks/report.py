@@ -360,7 +360,7 @@ def images_beta_draws() -> str:
         ("quick-s5-cli", "the same settings, trained by `ewfm images train --quick`"),
         ("residual-phi-energy", "`residual`, `--beta-phi energy`"),
         ("residual-detach-patch", "`residual`, head input detached (one-line patch)"),
-        ("efm-fixed10", "plain flow matching, fixed beta 10"),
+        ("efm-fixed10", "EFM at the fixed beta 10 (`--fixed-beta 10`)"),
     ]
     return _beta_runs(names, "images_beta.json")
 
