@@ -1,0 +1,37 @@
+"""The theorem checks' errors and timings, as a results file (what `ewfm verify-theorems` prints).
+
+Runs every exact check (and, with ``--trained``, the trained ones) through
+`ewfm.theory.run_checks` and writes one row per check (subject, max error, tolerance,
+pass/fail, seconds) plus the total, to ``benchmarks/results/theorems.json`` (or
+``theorems_trained.json``), with provenance.
+
+    python benchmarks/theorems.py [--trained]
+"""
+
+import argparse
+import time
+
+from _record import write_result
+
+from ewfm.theory import run_checks
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--trained", action="store_true", help="also the trained checks (minutes)")
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    results = run_checks(trained=args.trained)
+    wall = time.perf_counter() - t0
+    rows = [r.to_dict() for r in results]
+    name = "theorems_trained" if args.trained else "theorems"
+    write_result(name, {"rows": rows, "seconds_total": wall, "trained": args.trained})
+    for r in rows:
+        print(
+            f"{r['name']:32s} {r['subject']:12s} {r['max_error']} {r['passed']} {r['seconds']:.1f}"
+        )
+    print(f"{len(rows)} checks, {sum(r['passed'] for r in rows)} passed, {wall:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
