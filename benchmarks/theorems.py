@@ -2,18 +2,24 @@
 
 Runs every exact check (and, with ``--trained``, the trained ones) through
 `ewfm.theory.run_checks` and writes one row per check (subject, max error, tolerance,
-pass/fail, seconds) plus the total, to ``benchmarks/results/theorems.json`` (or
-``theorems_trained.json``), with provenance.
+pass/fail, seconds, and the check's ``info``: what it measures besides its errors, such as
+z-scores or how far CFG misses its target) plus the total, to
+``benchmarks/results/theorems.json`` (or ``theorems_trained.json``), with provenance.
 
     python benchmarks/theorems.py [--trained]
 """
 
 import argparse
+import math
 import time
 
 from _record import write_result
 
 from ewfm.theory import run_checks
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None  # JSON has no NaN
 
 
 def main() -> None:
@@ -23,7 +29,7 @@ def main() -> None:
     t0 = time.perf_counter()
     results = run_checks(trained=args.trained)
     wall = time.perf_counter() - t0
-    rows = [r.to_dict() for r in results]
+    rows = [{**r.to_dict(), "info": {k: _finite(v) for k, v in r.info.items()}} for r in results]
     name = "theorems_trained" if args.trained else "theorems"
     write_result(name, {"rows": rows, "seconds_total": wall, "trained": args.trained})
     for r in rows:
