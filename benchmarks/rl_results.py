@@ -3,8 +3,9 @@
 One row per run: the final policy's score (mean over seeds ± standard error over seeds),
 its own BC warm-up scored on the same episode seeds, the per-seed gain over that BC, and
 the best periodic evaluation during training (reported separately and labelled; the
-table's score is the final policy). `python benchmarks/report.py` turns the file into the
-README's RL table.
+table's score is the final policy); also every periodic evaluation, the support-set
+statistics at each renewal, and the stages' seconds and steps/s. `python
+benchmarks/report.py` turns the file into the RL tables of README.md and docs/rl.md.
 
     python benchmarks/rl_results.py RUN_DIR [RUN_DIR ...]   # replaces rows of the same run
 """
@@ -16,6 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from _record import RESULTS, write_result
+
+# support-set statistics logged at each renewal: mean raw Q, the mean over states of Q's std
+# over a state's supports, and the mean largest / dataset-action weight (out of M)
+RENEWAL_KEYS = ("q_mean", "q_std_within", "w_max_mean", "w_data_mean")
 
 
 def _mean_se(xs: list[float]) -> tuple[float, float]:
@@ -64,6 +69,17 @@ def collect(run: Path) -> dict[str, Any]:
     evals = [m["score_mean"] for m in metrics if "score_mean" in m]
     row["best_eval"] = max(evals) if evals else None
     row["wall_seconds"] = s.get("wall_seconds_this_session")
+    row["stage_seconds"] = s.get("stage_seconds_this_session")
+    row["steps_per_s"] = s.get("steps_per_s")
+    row["periodic_evals"] = [
+        {"stage": m["stage"], "epoch": m["epoch"], "episodes": m.get("episodes"),
+         "score_mean": m["score_mean"], "seed_scores": m.get("seed_scores")}
+        for m in metrics if "score_mean" in m
+    ]  # fmt: skip
+    row["renewals"] = [
+        {"epoch": m["epoch"], **{k: m[k] for k in RENEWAL_KEYS if k in m}}
+        for m in metrics if "q_mean" in m
+    ]  # fmt: skip
     return row
 
 
