@@ -13,10 +13,9 @@ import platform
 import shlex
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
-
-from ewfm._experiment import write_json_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -58,6 +57,18 @@ def provenance(argv: list[str] | None = None) -> dict[str, Any]:
     }
 
 
+def _write_atomic(path: Path, obj: Any) -> None:
+    """JSON to ``path`` through a temporary file and a rename (never half a file)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps(obj, indent=2, allow_nan=True) + "\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
 def write_result(name: str, record: dict[str, Any], *, merge_key: str | None = None) -> Path:
     """Write ``record`` (plus its provenance) to ``benchmarks/results/<name>.json``.
 
@@ -70,5 +81,5 @@ def write_result(name: str, record: dict[str, Any], *, merge_key: str | None = N
     else:
         out = json.loads(path.read_text()) if path.exists() else {}
         out[merge_key] = rec
-    write_json_atomic(path, out)
+    _write_atomic(path, out)
     return path

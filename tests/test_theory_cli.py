@@ -6,8 +6,7 @@ import pytest
 from ewfm_cli.main import app
 from typer.testing import CliRunner
 
-from ewfm.theory import CHECKS
-from ewfm.theory._registry import Check, Outcome
+from ewfm.theory import CHECKS, Check, Outcome
 
 KEYS = {"name", "statement", "subject", "max_error", "tolerance", "passed", "seconds"}
 
