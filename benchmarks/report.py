@@ -590,7 +590,8 @@ def rl_scores() -> str:
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|")
+    """Plain text in a table cell: a ``|`` would end the cell, ``*`` start emphasis."""
+    return text.replace("|", "\\|").replace("*", "\\*")
 
 
 def _check_rows(rows: list[dict[str, Any]]) -> list[list[Any]]:
