@@ -853,7 +853,6 @@ def q_truth_gains() -> str:
         g = d["gain"]
         rows.append(
             [d["dataset"], Path(d["run"]).name, f(_across_states(p), 3),
-             f(d["rank_corr_critic_truth"], 3),
              f"{g['none beta 1.0']['critic']:+.2f} / {g['spread beta 1.0']['critic']:+.2f}",
              f"{g['none beta 1.0']['truth']:+.2f} / {g['spread beta 1.0']['truth']:+.2f}",
              f"{g['argmax']['critic']:+.2f} / {g['argmax']['truth']:+.2f}",
@@ -861,21 +860,19 @@ def q_truth_gains() -> str:
         )  # fmt: skip
     return "\n\n".join(
         [
-            "Critic against the exact return of each support (64 states × 16 supports, seed 0, "
-            "deterministic 300-step continuation). Across states: the correlation over all "
-            "pairs (computed from the `.npz` beside each file); within a state: the mean rank "
-            "correlation. Gains in true Q, averaged over states, of the weights "
-            "`M softmax(β Q)` at β = 1 (`none` / `spread`): `Σ_j w_j Q_true,j / M − "
-            "mean_j Q_true,j`, with the critic's Q and with the true Q itself (the best a "
-            "critic could do); the true Q of the critic's top support and of the best support "
-            "above the state's mean; the gap between edge-of-box supports and inner ones "
-            "(critic / truth).",
+            "The same measurements, further: the correlation of critic and truth across "
+            "states, over all (state, support) pairs (computed from the `.npz` beside each "
+            "file); the true Q gained, averaged over states, by the weights `M softmax(β Q)` "
+            "at β = 1 (`q_norm` `none` / `spread`), `Σ_j w_j Q_true,j / M − mean_j Q_true,j`, "
+            "with the critic's Q and with the true Q itself (the best a critic could do); the "
+            "true Q of the critic's top support and of the best support, above the state's "
+            "mean; and how much higher edge-of-box supports (a coordinate beyond ±0.99) are "
+            "valued than a state's inner ones, by the critic and by the truth.",
             table(
                 [
                     "dataset",
                     "critic of run",
                     "corr. across states",
-                    "rank corr. within",
                     "gain, critic's weights",
                     "gain, true weights",
                     "top support: critic's / best",
