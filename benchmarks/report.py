@@ -823,8 +823,8 @@ def rl_run_cost() -> str:
         )  # fmt: skip
     return "\n\n".join(
         [
-            "Wall seconds of each run as its `summary.json` records them (the whole command, "
-            "dataset already built; all seeds in one program), per stage, and training steps/s "
+            "Wall seconds of each run as its `summary.json` records them (the whole run, all "
+            "seeds in one program), per stage, and training steps/s "
             "per stage (one step trains every seed). The runs shared the 2-core machine with "
             "other work and their load was not recorded: read the times as upper bounds.",
             table(["dataset", "method", "seeds", "wall s", "stage s", "steps/s"], rows),
