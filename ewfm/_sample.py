@@ -106,6 +106,40 @@ def _grid(
     return t_start - ts  # the solver's forward time s
 
 
+def _check_integrate(
+    path: AbstractPath,
+    solver: str,
+    prediction: str,
+    steps: int,
+    t_start: float,
+    t_end: float | None,
+    grid: str | None,
+) -> tuple[float, str]:
+    """Refuse impossible `integrate` settings (one line each); the resolved t_end and grid."""
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}.")
+    if prediction not in PREDICTIONS:
+        raise ValueError(
+            f"unknown prediction {prediction!r}; choose one of {', '.join(PREDICTIONS)}."
+        )
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}.")
+    t_end = path.t_min if t_end is None else t_end
+    if not t_end < t_start:
+        raise ValueError(f"need t_end < t_start, got t_end={t_end}, t_start={t_start}.")
+    grid = grid or ("logsnr" if solver == "dpm2" else "time")
+    if solver == "dpm2" or grid == "logsnr":  # only these need it: a path whose schedule
+        # is traced (a jit argument) stays usable with the other solvers
+        with jax.ensure_compile_time_eval():  # concrete even when called under jit
+            alpha_start = float(path.alpha(t_start))
+        if not alpha_start > 0:
+            raise ValueError(
+                "dpm2 / log-SNR grids need alpha(t_start) > 0; "
+                f"pass t_start < 1 for {type(path).__name__}."
+            )
+    return t_end, grid
+
+
 def integrate(
     field: Field,
     path: AbstractPath,
@@ -128,27 +162,7 @@ def integrate(
     ``path.t_min``. ``grid`` places fixed steps uniformly in time (default) or in
     log-SNR (default for ``dpm2``). Returns the samples and the field-evaluation count.
     """
-    if solver not in SOLVERS:
-        raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}.")
-    if prediction not in PREDICTIONS:
-        raise ValueError(
-            f"unknown prediction {prediction!r}; choose one of {', '.join(PREDICTIONS)}."
-        )
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}.")
-    t_end = path.t_min if t_end is None else t_end
-    if not t_end < t_start:
-        raise ValueError(f"need t_end < t_start, got t_end={t_end}, t_start={t_start}.")
-    grid = grid or ("logsnr" if solver == "dpm2" else "time")
-    if solver == "dpm2" or grid == "logsnr":  # only these need it: a path whose schedule
-        # is traced (a jit argument) stays usable with the other solvers
-        with jax.ensure_compile_time_eval():  # concrete even when called under jit
-            alpha_start = float(path.alpha(t_start))
-        if not alpha_start > 0:
-            raise ValueError(
-                "dpm2 / log-SNR grids need alpha(t_start) > 0; "
-                f"pass t_start < 1 for {type(path).__name__}."
-            )
+    t_end, grid_kind = _check_integrate(path, solver, prediction, steps, t_start, t_end, grid)
 
     def field_out(s, x):
         t = t_start - s
@@ -192,7 +206,7 @@ def integrate(
             span,
             None,
             x1,
-            stepsize_controller=diffrax.StepTo(ts=_grid(path, t_start, t_end, steps, grid)),
+            stepsize_controller=diffrax.StepTo(ts=_grid(path, t_start, t_end, steps, grid_kind)),
             max_steps=steps,
         )
         nfe = jnp.asarray(_EVALS_PER_STEP[solver] * steps)
