@@ -232,9 +232,10 @@ def config_from_json(
     ``legacy`` gives, for keys that older run directories lack, the value those runs used
     (which may differ from today's default).
     """
-    if not isinstance(data, Mapping):
-        data = json.loads(Path(data).read_text())
-    merged = {**(legacy or {}), **data}
+    values: Mapping[str, Any] = (
+        data if isinstance(data, Mapping) else json.loads(Path(data).read_text())
+    )
+    merged = {**(legacy or {}), **values}
     return cls(**{k: coerce(cls, k, v) for k, v in merged.items()})
 
 
