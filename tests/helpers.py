@@ -87,3 +87,83 @@ def import_extra(extra: str, *modules: str) -> None:
                 f"{module} is missing: install the [{extra}] extra (pip install -e '.[dev]'), "
                 "or set EWFM_ALLOW_MISSING_EXTRAS=1 to skip the tests that need it"
             ) from e
+
+
+_KILL_CHILD = """
+import os, sys, time
+cfg_path, out, stage, reuse = sys.argv[1:5]
+target = os.path.join(out, "checkpoints", stage + ".eqx")
+
+
+class Gate:
+    # stdout that holds the run at its first write after the stage's first checkpoint (the
+    # epoch's progress line), so the parent's SIGKILL lands inside the stage, never later
+    def write(self, s):
+        while os.path.exists(target):
+            time.sleep(1.0)
+        return sys.__stdout__.write(s)
+
+    def flush(self):
+        sys.__stdout__.flush()
+
+    def isatty(self):
+        return False
+
+
+sys.stdout = Gate()
+import ewfm.rl as rl
+
+cfg = rl.read_config(cfg_path)
+resume = os.path.exists(os.path.join(out, "config.json"))
+rl.train(cfg, out, resume=resume, reuse=reuse or None, progress=True, log=print)
+sys.exit("the run finished: it was never killed")
+"""
+
+
+def kill_in_stage(cfg, out, stage: str, *, reuse=None, cache=None, timeout: float = 600.0):
+    """Train ``cfg`` into ``out`` (resuming it when it holds a run) in a subprocess and
+    SIGKILL it right after ``stage``'s first checkpoint appears; returns that checkpoint's
+    epoch (read after the kill).
+
+    The child's progress line after that checkpoint blocks until it is killed, so the kill
+    lands between the stage's first and second epoch whatever the machine's speed. ``cache``:
+    a JAX compilation-cache directory shared by the children (the numbers are the same; only
+    compiling is skipped).
+    """
+    import dataclasses
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = Path(out)
+    target = out / "checkpoints" / f"{stage}.eqx"
+    assert not target.exists(), f"{target} exists before the run: nothing would be killed"
+    cfg_path = out.parent / f"{out.name}.config.json"
+    cfg_path.write_text(json.dumps(dataclasses.asdict(cfg)))
+    env = dict(os.environ, EWFM_TYPECHECK="0")  # shape checks only cost time here
+    if cache is not None:
+        env |= {
+            "JAX_COMPILATION_CACHE_DIR": str(cache),
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+        }
+    log = out.parent / f"{out.name}.{stage}.log"
+    with open(log, "w") as f:
+        args = [sys.executable, "-c", _KILL_CHILD, str(cfg_path), str(out), stage, str(reuse or "")]
+        child = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, env=env)
+        t0 = time.monotonic()
+        try:
+            while not target.exists():
+                if child.poll() is not None:
+                    raise AssertionError(f"the run ended before {stage}: {log.read_text()}")
+                if time.monotonic() - t0 > timeout:
+                    raise AssertionError(f"no {stage} checkpoint in {timeout} s: {log.read_text()}")
+                time.sleep(0.01)
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+    assert child.returncode == -signal.SIGKILL, log.read_text()
+    with open(target, "rb") as f:
+        return int(json.loads(f.readline())["epoch"])

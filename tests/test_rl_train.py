@@ -4,6 +4,7 @@ and runs written before the stages refactor (tests/data/legacy) loading and samp
 import dataclasses
 import json
 import math
+import shutil
 
 import equinox as eqx
 import jax
@@ -12,7 +13,7 @@ import jax.random as jr
 import numpy as np
 import optax
 import pytest
-from helpers import LEGACY, legacy_close
+from helpers import LEGACY, kill_in_stage, legacy_close
 
 import ewfm
 from ewfm.rl import (
@@ -417,61 +418,103 @@ def tiny_dataset(tmp_path_factory):
             os.environ["MINARI_DATASETS_PATH"] = old
 
 
-def _params(run_dir):
-    field, _ = load_run(run_dir).networks()
-    return jax.tree_util.tree_leaves(eqx.filter(field, eqx.is_array))
-
-
 def _losses(run_dir):
     """Every epoch's loss and per-seed losses, in order."""
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     return [[m["loss"], *m.get("seed_losses", [])] for m in map(json.loads, lines)]
 
 
+def _leaves(tree):
+    return [np.asarray(x) for x in jax.tree_util.tree_leaves(eqx.filter(tree, eqx.is_array))]
+
+
+def _trained(run_dir):
+    """The raw (not EMA) networks of every stage and the final EMA policy, by name."""
+    run = load_run(run_dir)
+    out = {name: run.load(name)[0].model for name in ("behaviour", "critic", "qipo")}
+    return {**out, "policy": run.networks()[0]}
+
+
+def _trains_like(pair, j, single):
+    """Seed ``j`` of a ``--seeds K`` run against a single run: equal up to the rounding of
+    batched kernels (measured: at most 3e-8 after these 200-400 steps; a QIPO stage trained
+    on another seed's stream from the same start differs by 3e-2)."""
+    for name in pair:
+        for x, y in zip(_leaves(pair[name]), _leaves(single[name]), strict=True):
+            np.testing.assert_allclose(x[j], y[0], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def _strip(run_dir):
+    """metrics.jsonl without timings."""
+    return [
+        {k: v for k, v in json.loads(line).items() if "seconds" not in k and k != "steps_per_s"}
+        for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
+
+
+def _assert_same_run(a, b, stages):
+    """Two run directories hold the same training: every stage's checkpoint (state and what
+    it keeps beside it), the final policy, the metrics and the scores, timings aside."""
+    ra, rb = load_run(a), load_run(b)
+    for name in stages:
+        (sa, xa, ma), (sb, xb, mb) = ra.load(name), rb.load(name)
+        assert ma["epoch"] == mb["epoch"]
+        for x, y in zip(_leaves((sa, xa)), _leaves((sb, xb)), strict=True):
+            np.testing.assert_array_equal(x, y, err_msg=name)
+    for x, y in zip(_leaves(ra.networks()), _leaves(rb.networks()), strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert _strip(a) == _strip(b)
+    sa, sb = (json.loads((r / "summary.json").read_text()) for r in (a, b))
+    for k in ("scores", "seed_scores", "behaviour_seed_scores"):
+        assert sa.get(k) == sb.get(k), k
+
+
 def test_end_to_end_kill_and_resume_with_two_seeds(tiny_dataset, tmp_path):
-    """A ``--seeds 2`` run: killed and resumed it matches the uninterrupted run exactly, its
-    second seed is what a separate ``--seed 1`` run trains (one vmapped program), and its
-    losses are those the code before the stages refactor wrote (tests/data/legacy)."""
-    from ewfm.rl import StopTraining, evaluate_run, train
+    """A ``--seeds 2`` run: stopped after QIPO's epoch 2 and resumed it matches the
+    uninterrupted run exactly, its ``eval_*.eqx`` checkpoints hold the policy of their epoch,
+    and its losses are those the code before the stages refactor wrote (tests/data/legacy).
+    Seed j against a separate run, and SIGKILLs inside every stage: the paper-preset test."""
+    from ewfm.rl import StopTraining, evaluate_run, load_transitions, train
 
     quiet = dict(progress=False, log=lambda s: None)
     cfg = resolve_config("quick", overrides=dict(TINY, dataset=tiny_dataset, seed=0, seeds=2))
-    full = train(cfg, tmp_path / "a", **quiet)
+    a, b = tmp_path / "a", tmp_path / "b"
+    full = train(cfg, a, **quiet)
     with pytest.raises(StopTraining):
-        train(cfg, tmp_path / "b", stop_after=("qipo", 1), **quiet)
-    assert not (tmp_path / "b" / "summary.json").exists()
-    resumed = train(cfg, tmp_path / "b", resume=True, **quiet)
+        train(cfg, b, stop_after=("qipo", 2), **quiet)
+    assert not (b / "summary.json").exists()
+    # the periodic checkpoint of epoch 2 is the EMA policy of QIPO's state after epoch 2
+    state, _, meta = load_run(b).load("qipo")
+    field, energy_net = load_run(a).networks("eval_qipo_0002.eqx")
+    assert meta["epoch"] == 2 and energy_net is None
+    for x, y in zip(_leaves(field), _leaves(state.ema), strict=True):
+        np.testing.assert_array_equal(x, y)
+    resumed = train(cfg, b, resume=True, **quiet)
     assert resumed["scores"] == full["scores"]
-    for x, y in zip(_params(tmp_path / "a"), _params(tmp_path / "b"), strict=True):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-    strip = lambda p: [
-        {k: v for k, v in json.loads(line).items() if "seconds" not in k and k != "steps_per_s"}
-        for line in (p / "metrics.jsonl").read_text().splitlines()
-    ]
-    assert strip(tmp_path / "a") == strip(tmp_path / "b")
-    stages = [m["stage"] for m in strip(tmp_path / "a")]
+    _assert_same_run(a, b, ("behaviour", "critic", "qipo"))
+    stages = [m["stage"] for m in _strip(a)]
     assert stages == ["behaviour", "critic", "critic"] + ["qipo"] * 3
-    phases = [m.get("phase") for m in strip(tmp_path / "a")]
+    phases = [m.get("phase") for m in _strip(a)]
     assert phases[1:3] == ["returns", "td"]
     # the legacy run has this run's settings up to QIPO's first epoch (it renews every epoch
     # from there on); evaluations do not touch the training streams
-    legacy_close(_losses(tmp_path / "a")[:4], _losses(LEGACY / "rl_qipo_ot")[:4])
+    legacy_close(_losses(a)[:4], _losses(LEGACY / "rl_qipo_ot")[:4])
     for name in ("config.json", "summary.json", "curves.png", "metrics.jsonl"):
-        assert (tmp_path / "a" / name).is_file()
+        assert (a / name).is_file()
     assert math.isfinite(full["score_mean"]) and full["episodes"] == 4
     assert full["seeds"] == 2 and len(full["seed_scores"]) == 2
     assert full["method"] == full["algo"] == "qipo-ot"
-    ev = evaluate_run(tmp_path / "a", episodes=2, seed=full["seed"] * 100_000 + 99_999)
+    ev = evaluate_run(a, episodes=2, seed=full["seed"] * 100_000 + 99_999)
     assert math.isfinite(ev["score_mean"]) and ev["episodes"] == 4
     with pytest.raises(ConfigError, match="qgpo runs only"):
-        evaluate_run(tmp_path / "a", guidance=1.0)
-    mid = evaluate_run(tmp_path / "a", episodes=1, checkpoint="eval_qipo_0002.eqx")
+        evaluate_run(a, guidance=1.0)
+    mid = evaluate_run(a, episodes=1, checkpoint="eval_qipo_0002.eqx")
     assert mid["checkpoint"].endswith("eval_qipo_0002.eqx") and mid["episodes"] == 2
     with pytest.raises(ConfigError, match="no checkpoint"):
-        evaluate_run(tmp_path / "a", checkpoint="eval_qipo_0009.eqx")
+        evaluate_run(a, checkpoint="eval_qipo_0009.eqx")
 
     # the run read back: config, statistics and every stage's checkpoint
-    run = load_run(tmp_path / "a")
+    run = load_run(a)
     assert run.config == cfg and (run.obs_dim, run.act_dim) == (11, 3)
     _, sset, meta = run.load("qipo")
     assert meta["epoch"] == 3 and sset.actions.shape == (2, run.dims.supports, 4, 3)
@@ -479,22 +522,30 @@ def test_end_to_end_kill_and_resume_with_two_seeds(tiny_dataset, tmp_path):
     assert ewfm.rl.seed_count(run.behaviour()) == 2 and ewfm.rl.seed_count(run.q_net()) == 2
     with pytest.raises(ConfigError, match="no cep checkpoint"):
         run.load("cep")
+    # keep_data_action (the default): every state's first support is a dataset action
+    data = {x.tobytes() for x in np.asarray(load_transitions(cfg.dataset).actions, np.float32)}
+    first = np.asarray(sset.actions[:, :, 0], np.float32).reshape(-1, 3)
+    assert all(x.tobytes() in data for x in first)
+    assert not any(x.tobytes() in data for x in np.asarray(sset.actions[:, :, 1:]).reshape(-1, 3))
 
-    # the second seed of the pair is the single run with --seed 1
-    one = resolve_config("quick", overrides=dict(TINY, dataset=tiny_dataset, seed=1, eval_every=0))
-    single = train(one, tmp_path / "s", **quiet)
-    assert single["seeds"] == 1 and len(single["seed_scores"]) == 1
-    for x, y in zip(_params(tmp_path / "a"), _params(tmp_path / "s"), strict=True):
-        # same PRNG streams and data; only the batched kernels' float32 rounding may differ
-        np.testing.assert_allclose(np.asarray(x)[1], np.asarray(y)[0], rtol=2e-3, atol=2e-4)
+    # checkpoints of other networks than config.json says: one line naming the file
+    other = tmp_path / "w"
+    shutil.copytree(a, other)
+    conf = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**conf, "width": 64}))
+    for ckpt in (None, "eval_qipo_0002.eqx"):
+        with pytest.raises(ConfigError, match="does not match the networks of") as err:
+            evaluate_run(other, checkpoint=ckpt)
+        msg = str(err.value)
+        assert "\n" not in msg and (ckpt or "policy.eqx") in msg and "shape" in msg
 
     # a rebuilt dataset (another size) is refused on resume
-    stats = json.loads((tmp_path / "b" / "obs_stats.json").read_text())
+    stats = json.loads((b / "obs_stats.json").read_text())
     assert stats["transitions"] > 0
     stats["transitions"] += 1
-    (tmp_path / "b" / "obs_stats.json").write_text(json.dumps(stats))
+    (b / "obs_stats.json").write_text(json.dumps(stats))
     with pytest.raises(ConfigError, match="dataset was rebuilt"):
-        train(cfg, tmp_path / "b", resume=True, **quiet)
+        train(cfg, b, resume=True, **quiet)
 
 
 def test_support_stats_are_per_state_with_a_seed_axis():
@@ -510,16 +561,25 @@ def test_support_stats_are_per_state_with_a_seed_axis():
 
 def test_qgpo_end_to_end_with_two_seeds(tiny_dataset, tmp_path):
     """QGPO's stages run per seed; its guided policy and its plain BC warm-up both evaluate;
-    its losses are those the code before the stages refactor wrote (tests/data/legacy)."""
+    its losses are those the code before the stages refactor wrote (tests/data/legacy); a run
+    SIGKILLed inside its CEP stage and resumed equals the uninterrupted run."""
     from ewfm.rl import Policy, evaluate, evaluate_run, train
 
-    over = dict(TINY, dataset=tiny_dataset, method="qgpo", seeds=2, cep_epochs=1, eval_every=0)
+    over = dict(TINY, dataset=tiny_dataset, method="qgpo", seeds=2, cep_epochs=2, eval_every=0)
     cfg = resolve_config("quick", overrides=dict(over, final_episodes=1, eval_max_steps=10))
     out = train(cfg, tmp_path / "q", progress=False, log=lambda s: None)
     assert out["episodes"] == 2 and len(out["behaviour_seed_scores"]) == 2
     stages = [json.loads(x)["stage"] for x in (tmp_path / "q" / "metrics.jsonl").open()]
-    assert stages == ["behaviour", "critic", "critic", "cep"]
-    legacy_close(_losses(tmp_path / "q"), _losses(LEGACY / "rl_qgpo"))  # the same settings
+    assert stages == ["behaviour", "critic", "critic", "cep", "cep"]
+    # the legacy run trained one CEP epoch with these settings; the second continues it
+    legacy_close(_losses(tmp_path / "q")[:4], _losses(LEGACY / "rl_qgpo"))
+
+    # killed inside CEP (behaviour and critic reused from the run above), then resumed
+    killed = tmp_path / "k"
+    assert kill_in_stage(cfg, killed, "cep", reuse=tmp_path / "q") == 1
+    assert not (killed / "summary.json").exists()
+    train(cfg, killed, resume=True, progress=False, log=lambda s: None)
+    _assert_same_run(killed, tmp_path / "q", ("behaviour", "critic", "cep"))
     again = evaluate_run(tmp_path / "q", episodes=1)  # reloads the energy nets too
     assert again["episodes"] == 2 and all(math.isfinite(x) for x in again["scores"])
 
@@ -568,3 +628,147 @@ def test_legacy_run_loads_and_samples_the_same(name):
     assert run.config.solver == "auto" and run.config.seeds == 2
     actions = run.policy()(expected["rl/obs"], jr.key(11))
     legacy_close(actions, expected[f"{name}/actions"])
+
+
+# -- seeds, kills and the CLI on the paper preset's data settings ---------------------------------
+
+
+SMALL = dict(
+    steps_per_epoch=100,
+    width=32,
+    depth=2,
+    critic_width=32,
+    critic_depth=1,
+    bc_epochs=2,
+    critic_mc_epochs=1,
+    critic_epochs=1,
+    qipo_epochs=3,
+    renew_every=2,
+    support=4,
+    critic_support=3,
+    qipo_states=8,
+    batch_size=64,
+    critic_batch=64,
+    sample_steps=2,
+    qipo_lr=1e-3,
+    eval_every=2,
+    eval_episodes=1,
+    final_episodes=1,
+    eval_max_steps=5,
+    net="mlp",
+    q_norm="state",
+    keep_data_action=False,
+)
+
+
+def test_seeds_kills_and_cli_on_the_paper_preset(tiny_dataset, tmp_path):
+    """On the paper preset's data settings (``subset = 0``: every run sees every transition):
+
+    - seed 1 of a ``--seeds 2`` run trains what a separate ``--seed 1`` run trains: the raw
+      parameters of every stage after 200-400 steps at QIPO learning rate 1e-3, where a
+      stream of the wrong seed, or the right start trained on another seed's QIPO stream,
+      fails the same comparison;
+    - a run SIGKILLed inside its behaviour, critic and QIPO stages (three processes, each
+      resuming the last) and finished by ``ewfm train --resume`` equals the uninterrupted run;
+    - ``ewfm train`` prints the final score and its BC, ``ewfm evaluate`` re-scores the run;
+    - ``keep_data_action = false`` keeps no dataset action among the supports, and
+      ``q_norm = state`` standardises each state's Q in the weights.
+    """
+    from ewfm.rl import StopTraining, evaluate_run, load_transitions, train
+
+    quiet = dict(progress=False, log=lambda s: None)
+    over = dict(SMALL, dataset=tiny_dataset)
+    cfg = resolve_config("paper", overrides=dict(over, seed=1))
+    paper = resolve_config("paper")
+    for k in ("subset", "qipo_subset", "beta", "critic_mc_epochs", "guidance"):
+        assert getattr(cfg, k) == (over[k] if k in over else getattr(paper, k)), k
+    assert (cfg.subset, cfg.qipo_subset, cfg.beta, paper.net) == (0, 0, 3.0, "resnet")
+
+    # the single run, through the CLI
+    toml = tmp_path / "small.toml"
+    toml.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in over.items()))
+    single = tmp_path / "s"
+    res = _cli(["train", "--preset", "paper", "--config", str(toml), "--seed", "1",
+                "--out", str(single), "--quiet"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    summary = json.loads((single / "summary.json").read_text())
+    assert load_run(single).config == cfg
+    text = " ".join(res.output.split())
+    assert f"{summary['score_mean']:.1f} ± {summary['score_std']:.1f}" in text
+    bc = f"{summary['behaviour_score_mean']:.1f} ± {summary['behaviour_score_std']:.1f}"
+    assert f"its behaviour model (BC): {bc}" in text
+    res = _cli(["evaluate", str(single), "--episodes", "1", "--seed", "7"])
+    ev = evaluate_run(single, episodes=1, seed=7)
+    assert res.exit_code == 0 and ev["episodes"] == 1, res.output
+    assert f"normalised score {ev['score_mean']:.1f} ± {ev['score_std']:.1f}" in res.output
+
+    # seed 1 of the pair is the single run; seed 0 is not
+    train(dataclasses.replace(cfg, seed=0, seeds=2), tmp_path / "p", **quiet)
+    pair, one = _trained(tmp_path / "p"), _trained(single)
+    _trains_like(pair, 1, one)
+    with pytest.raises(AssertionError):
+        _trains_like(pair, 0, one)
+    # the single run's behaviour model and critic trained further on seed 2's QIPO stream
+    wrong = tmp_path / "n"
+    with pytest.raises(StopTraining):
+        train(dataclasses.replace(cfg, seed=2), wrong, stop_after=("behaviour", 1), **quiet)
+    for name in ("behaviour", "critic", "critic_supports"):
+        shutil.copyfile(
+            single / "checkpoints" / f"{name}.eqx", wrong / "checkpoints" / f"{name}.eqx"
+        )
+    train(dataclasses.replace(cfg, seed=2), wrong, resume=True, **quiet)
+    other = _trained(wrong)
+    _trains_like({k: other[k] for k in ("behaviour", "critic")}, 0, one)  # the same start
+    with pytest.raises(AssertionError, match="qipo"):
+        _trains_like({"qipo": other["qipo"]}, 0, one)
+
+    # keep_data_action = false: no support is a dataset action (with true the first is; see
+    # the two-seed test); every state of the dataset carries supports (qipo_subset = 0)
+    sset = load_run(single).support_set()
+    data_actions = np.asarray(load_transitions(cfg.dataset).actions, np.float32)
+    assert sset.actions.shape[1] == len(data_actions)
+    assert not np.any(np.all(np.asarray(sset.actions[0]) == data_actions[:, None], axis=-1))
+    # q_norm = state: the weights' statistics at the last renewal are those of Q standardised
+    # per state (computed here in float64); under none or spread they differ
+    q = np.asarray(sset.q[0], np.float64)
+
+    def w_max(qw):
+        w = np.exp(cfg.beta * (qw - qw.max(-1, keepdims=True)))
+        return float((q.shape[-1] * w / w.sum(-1, keepdims=True)).max(-1).mean())
+
+    centred = q - q.mean(-1, keepdims=True)
+    got = [m for m in _strip(single) if "w_max_mean" in m][-1]["w_max_mean"]
+    assert got == pytest.approx(w_max(centred / q.std(-1, keepdims=True)), rel=1e-4)
+    for wrong_w in (w_max(q), w_max(centred / q.std(-1).mean())):
+        assert abs(got - wrong_w) > 1e-2 * got
+
+    # killed inside each stage, then resumed through the CLI: the uninterrupted run
+    killed, cache = tmp_path / "k", tmp_path / "jax-cache"
+    for stage in ("behaviour", "critic", "qipo"):
+        assert kill_in_stage(cfg, killed, stage, cache=cache) == 1
+        assert not (killed / "summary.json").exists()
+    res = _cli(["train", "--out", str(killed), "--resume", "--quiet"])
+    assert res.exit_code == 0 and "(resumed)" in res.output, res.output
+    _assert_same_run(killed, single, ("behaviour", "critic", "qipo"))
+
+
+def test_paper_preset_trains_the_resnet(tiny_dataset, tmp_path):
+    """The paper preset's network is QGPO's residual field, of the size its help states; a
+    one-epoch BC run with it trains, saves and reloads."""
+    from ewfm.rl import train
+
+    cfg = resolve_config(
+        "paper",
+        overrides=dict(
+            dataset=tiny_dataset, method="bc", bc_epochs=1, steps_per_epoch=3, batch_size=32,
+            eval_every=0, final_episodes=1, eval_max_steps=5,
+        ),
+    )  # fmt: skip
+    assert cfg.net == "resnet"
+    out = train(cfg, tmp_path / "r", progress=False, log=lambda s: None)
+    assert math.isfinite(out["score_mean"])
+    field, _ = load_run(tmp_path / "r").networks()
+    assert isinstance(field, ewfm.ResidualMLPField)
+    n = sum(x.size for x in jax.tree_util.tree_leaves(eqx.filter(field, eqx.is_array)))
+    shown = " ".join(_cli(["train", "--help"]).output.replace("│", " ").split())
+    assert f"ResidualMLPField, {n / 1e6:.1f}M parameters" in shown, n

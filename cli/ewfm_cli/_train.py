@@ -58,6 +58,11 @@ def train_command(**kwargs: Any) -> None:
         f"episodes): {summary['score_mean']:.1f} ± {summary['score_std']:.1f}   "
         f"[{time.perf_counter() - t0:.0f} s; {out}/summary.json]"
     )
+    if "behaviour_score_mean" in summary:  # every method but bc scores its own BC warm-up
+        typer.echo(
+            f"its behaviour model (BC): {summary['behaviour_score_mean']:.1f} ± "
+            f"{summary['behaviour_score_std']:.1f}"
+        )
 
 
 def _shown(value: Any) -> str:

@@ -120,7 +120,8 @@ class TrainConfig:
     seeds: int = setting(
         1,
         "train K seeds (seed .. seed+K-1) side by side in one program, at most 64; seed j "
-        "draws exactly what a run with --seed seed+j draws",
+        "draws what a run with --seed seed+j draws, except the data subset: every seed "
+        "uses the first seed's",
     )
     # -- data
     subset: int = setting(

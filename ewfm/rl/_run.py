@@ -278,8 +278,9 @@ class Run:
             return load_checkpoint(p, (field_like, energy_like))[0]
         except (ValueError, RuntimeError) as e:
             raise ConfigError(
-                f"{p} does not match this run's networks ({e}); it was written by another "
-                "version of ewfm: re-train the run."
+                f"{p} does not match the networks of {root}/config.json ({e}); it was "
+                "written with other network settings or by another version of ewfm: "
+                "restore the run's own config.json, or re-train the run."
             ) from None
 
     def policy(self, checkpoint: str | None = None, *, guidance: float | None = None) -> Policy:
