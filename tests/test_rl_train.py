@@ -399,25 +399,6 @@ TINY = dict(
 )
 
 
-@pytest.fixture(scope="module")
-def tiny_dataset(tmp_path_factory):
-    import os
-
-    from ewfm.rl import ensure_dataset
-
-    root = tmp_path_factory.mktemp("minari")
-    old = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(root)
-    try:
-        ensure_dataset("hopper-medium", steps=1500, progress=False)
-        yield "hopper-medium"
-    finally:
-        if old is None:
-            os.environ.pop("MINARI_DATASETS_PATH", None)
-        else:
-            os.environ["MINARI_DATASETS_PATH"] = old
-
-
 def _losses(run_dir):
     """Every epoch's loss and per-seed losses, in order."""
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
