@@ -133,18 +133,36 @@ def evaluate_command(
     guidance: float | None = typer.Option(
         None, help="qgpo only: energy-gradient scale to sample with [default: the run's]"
     ),
+    model: str = typer.Option(
+        "policy",
+        help="what to score: policy (the final policy or --checkpoint) or behaviour (the run's "
+        "BC warm-up)",
+    ),
+    best_of: int = typer.Option(
+        1,
+        help="act with the highest-Q of N draws by the run's critic (IDQL's extraction; an "
+        "evaluation extra, reported apart from the policy's own score)",
+    ),
+    deterministic: bool = typer.Option(
+        False, help="integrate from the noise x1 = 0 instead of a random draw"
+    ),
 ) -> None:
-    """Re-evaluate a trained policy in its Gymnasium environment (normalised score)."""
+    """Re-evaluate a trained policy in its Gymnasium environment (normalised score).
+
+    Every evaluation is also appended to RUN/evaluations.jsonl.
+    """
     import ewfm.rl as rl
 
     try:
         ev = rl.evaluate_run(
-            run, episodes=episodes, seed=seed, checkpoint=checkpoint, guidance=guidance
-        )
+            run, episodes=episodes, seed=seed, checkpoint=checkpoint, guidance=guidance,
+            model=model, best_of=best_of, deterministic=deterministic,
+        )  # fmt: skip
     except (ValueError, FileNotFoundError, rl.MissingExtraError) as e:
         fail(str(e))
     typer.echo(
         f"{ev['checkpoint']}"
+        + (f" ({ev['extract']})" if ev["extract"] != "sample" else "")
         + (f" (guidance {ev['guidance']:g})" if ev.get("guidance") is not None else "")
         + f": normalised score {ev['score_mean']:.1f} ± {ev['score_std']:.1f} "
         f"over {ev['episodes']} episodes (return {ev['return_mean']:.1f})"

@@ -88,6 +88,11 @@ class Policy(eqx.Module):
     jitted call per environment step). With an energy network the field is guided by its
     gradient (QGPO); without, it is sampled as is. A pytree: the evaluator jits it once and
     new weights do not recompile. Observations are normalised with the dataset statistics.
+
+    How an action is extracted (evaluation extras, reported apart from the policy itself):
+    ``deterministic`` integrates from ``x1 = 0`` instead of a noise draw; ``best_of = N``
+    (with ``q_net``, stacked like the field) draws N actions per state and acts with the one
+    of highest ``q_net.min`` (IDQL's extraction).
     """
 
     field: Any
@@ -97,21 +102,39 @@ class Policy(eqx.Module):
     std: Float[Array, " obs"] = eqx.field(converter=jnp.asarray)
     act_dim: int = eqx.field(static=True)
     guidance: float = eqx.field(static=True)
+    q_net: Any = None
+    best_of: int = eqx.field(static=True, default=1)
+    deterministic: bool = eqx.field(static=True, default=False)
+
+    def __check_init__(self):
+        if self.best_of < 1:
+            raise ValueError(f"best_of must be >= 1, got {self.best_of}.")
+        if self.best_of > 1 and self.q_net is None:
+            raise ValueError("best_of > 1 ranks samples by Q: pass the run's q_net.")
+        if self.best_of > 1 and self.deterministic:
+            raise ValueError("best_of > 1 needs random draws; drop deterministic.")
 
     def __call__(self, obs: Float[ArrayLike, "n obs"], key: PRNGKeyArray) -> Float[Array, "n act"]:
         s = (jnp.asarray(obs, jnp.float32) - self.mean) / self.std
         k = seed_count(self.field)
         s = s.reshape(k, -1, s.shape[-1])
-
-        def one(field, energy_net, states, key):
-            if energy_net is not None:
-                field = EnergyGuidedField(
-                    field, energy_net, self.sampler.path, self.guidance, "eps"
-                )
-            return self.sampler(field, key, (states.shape[0], self.act_dim), states)
-
-        a = eqx.filter_vmap(one)(self.field, self.energy_net, s, jr.split(key, k))
+        a = eqx.filter_vmap(self._one)(self.field, self.energy_net, self.q_net, s, jr.split(key, k))
         return a.reshape(-1, self.act_dim)
+
+    def _one(self, field: Any, energy_net: Any, q_net: Any, states: Array, key: Array) -> Array:
+        """One seed's actions for its ``states``."""
+        if energy_net is not None:
+            field = EnergyGuidedField(field, energy_net, self.sampler.path, self.guidance, "eps")
+        n = states.shape[0]
+        if self.deterministic:
+            return self.sampler.integrate(field, jnp.zeros((n, self.act_dim)), states)
+        if self.best_of == 1:
+            return self.sampler(field, key, (n, self.act_dim), states)
+        reps = jnp.repeat(states, self.best_of, axis=0)  # state i's draws: rows i*N .. i*N+N-1
+        draws = self.sampler(field, key, (n * self.best_of, self.act_dim), reps)
+        q = jax.vmap(q_net.min)(reps, draws).reshape(n, self.best_of)
+        best = jnp.argmax(q, axis=1)
+        return draws.reshape(n, self.best_of, self.act_dim)[jnp.arange(n), best]
 
 
 def make_policy(

@@ -9,6 +9,7 @@ only on the seed, the stage and the epoch, so a resumed run equals an uninterrup
 
 import contextlib
 import dataclasses
+import json
 import os
 import shutil
 import time
@@ -19,7 +20,14 @@ from typing import Any
 import jax.random as jr
 import numpy as np
 
-from .._experiment import ConfigError, Progress, RunDir, atomic_path, config_to_json
+from .._experiment import (
+    ConfigError,
+    Progress,
+    RunDir,
+    atomic_path,
+    check_choice,
+    config_to_json,
+)
 from .._nets import TwinQ
 from .._sample import Sampler
 from .._train import TrainState, load_checkpoint, save_checkpoint
@@ -195,6 +203,13 @@ def _reuse_stages(cfg: TrainConfig, run: RunDir, source: str | os.PathLike, n: i
                     shutil.copyfile(src.stage_path(name), tmp)
 
 
+EXTRACT_MODELS: dict[str, str] = {
+    "policy": "the run's final policy (or --checkpoint)",
+    "behaviour": "its behaviour model (the BC warm-up; a bc run's policy)",
+}
+"""What `evaluate_run` can score (its ``model`` argument)."""
+
+
 # -- reading a run back -------------------------------------------------------------------------
 
 
@@ -283,13 +298,25 @@ class Run:
                 "restore the run's own config.json, or re-train the run."
             ) from None
 
-    def policy(self, checkpoint: str | None = None, *, guidance: float | None = None) -> Policy:
+    def policy(
+        self,
+        checkpoint: str | None = None,
+        *,
+        guidance: float | None = None,
+        model: str = "policy",
+        best_of: int = 1,
+        deterministic: bool = False,
+    ) -> Policy:
         """The policy of ``policy.eqx`` (or ``checkpoint``) for `ewfm.rl.evaluate`.
 
         ``guidance`` overrides QGPO's energy-gradient scale (a sampling-time knob that QGPO
         tunes per task without retraining); other methods have no guidance and refuse it.
+        ``model="behaviour"`` acts with the behaviour model (the BC warm-up) instead.
+        ``best_of = N`` acts with the highest-Q of N draws by the run's critic;
+        ``deterministic`` integrates from ``x1 = 0`` (see `Policy`).
         """
         cfg = self.config
+        check_choice(model, EXTRACT_MODELS, "model")
         if guidance is not None:
             if cfg.method != "qgpo":
                 raise ConfigError(
@@ -298,8 +325,30 @@ class Run:
             if not guidance >= 0:
                 raise ConfigError(f"guidance must be >= 0, got {guidance}.")
             cfg = dataclasses.replace(cfg, guidance=float(guidance))
-        field, energy_net = self.networks(checkpoint)
-        return make_policy(cfg, field, energy_net, self.mean, self.std, self.act_dim)
+        if best_of < 1:
+            raise ConfigError(f"best_of must be >= 1, got {best_of}.")
+        if best_of > 1 and deterministic:
+            raise ConfigError("best-of-N needs random draws; drop --deterministic or --best-of.")
+        if best_of > 1 and cfg.method == "bc":
+            raise ConfigError(
+                f"best-of-N ranks actions by Q and {self.root} is a bc run (no critic); use a "
+                "qipo or qgpo run with --model behaviour for BC + best-of-N."
+            )
+        if model == "behaviour":
+            if checkpoint is not None:
+                raise ConfigError(
+                    "--checkpoint picks a policy checkpoint; drop it with --model behaviour."
+                )
+            if guidance is not None:
+                raise ConfigError(
+                    "--guidance guides the qgpo policy; drop it with --model behaviour."
+                )
+            field, energy_net = self.behaviour(), None
+        else:
+            field, energy_net = self.networks(checkpoint)
+        q_net = self.q_net() if best_of > 1 else None
+        pol = make_policy(cfg, field, energy_net, self.mean, self.std, self.act_dim)
+        return dataclasses.replace(pol, q_net=q_net, best_of=best_of, deterministic=deterministic)
 
 
 def load_run(out: str | os.PathLike) -> Run:
@@ -326,21 +375,53 @@ def evaluate_run(
     seed: int = 12345,
     checkpoint: str | None = None,
     guidance: float | None = None,
+    model: str = "policy",
+    best_of: int = 1,
+    deterministic: bool = False,
 ) -> dict[str, Any]:
-    """Re-evaluate the final policy (or an ``eval_*.eqx`` checkpoint) of a run: ``episodes``
-    per seed (default: the run's ``final_episodes``), the first reset with ``seed``.
+    """Re-evaluate the final policy (or an ``eval_*.eqx`` checkpoint, or the behaviour model
+    with ``model="behaviour"``) of a run: ``episodes`` per seed (default: the run's
+    ``final_episodes``), the first reset with ``seed``.
 
-    ``guidance`` re-scores a QGPO run at another energy-gradient scale.
+    ``guidance`` re-scores a QGPO run at another energy-gradient scale; ``best_of`` and
+    ``deterministic`` change how actions are extracted (see `Run.policy`). Each evaluation
+    is appended to the run's ``evaluations.jsonl`` (what was scored, how, and the scores),
+    so that extras are reported beside, never instead of, the policy's own score.
     """
     from . import env_id_for
 
     if episodes is not None and episodes < 1:
         raise ConfigError(f"episodes must be >= 1, got {episodes}.")
     run = load_run(out)
-    pol = run.policy(checkpoint, guidance=guidance)
+    pol = run.policy(
+        checkpoint, guidance=guidance, model=model, best_of=best_of, deterministic=deterministic
+    )
     cfg = run.config
     env_id = env_id_for(cfg.dataset)
     ev = evaluate_policy(cfg, env_id, pol, episodes or cfg.final_episodes, jr.key(seed), seed)
-    ev["checkpoint"] = str(run.root / "checkpoints" / (checkpoint or "policy.eqx"))
-    ev["guidance"] = pol.guidance if cfg.method == "qgpo" else None
+    name = "behaviour.eqx" if model == "behaviour" else (checkpoint or "policy.eqx")
+    ev["checkpoint"] = str(run.root / "checkpoints" / name)
+    ev["guidance"] = pol.guidance if cfg.method == "qgpo" and model == "policy" else None
+    ev["model"] = model
+    ev["extract"] = extraction_name(best_of, deterministic)
+    ev["seed"] = seed
+    try:
+        _append_evaluation(RunDir(run.root), ev)
+        ev["recorded"] = True
+    except OSError:  # a read-only run directory: the scores are still returned
+        ev["recorded"] = False
     return ev
+
+
+def extraction_name(best_of: int, deterministic: bool) -> str:
+    """How actions were extracted: ``sample``, ``deterministic`` or ``best-of-N``."""
+    if deterministic:
+        return "deterministic"
+    return f"best-of-{best_of}" if best_of > 1 else "sample"
+
+
+def _append_evaluation(run: RunDir, ev: dict[str, Any]) -> None:
+    """Add one record to ``evaluations.jsonl`` (rewritten whole, atomically)."""
+    p = run.root / "evaluations.jsonl"
+    old = p.read_text() if p.exists() else ""
+    run.write_text("evaluations.jsonl", old + json.dumps(ev) + "\n")
