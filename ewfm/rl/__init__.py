@@ -11,6 +11,7 @@ from ._config import (
     METHODS as METHODS,
     PRESETS as PRESETS,
     Q_NORMS as Q_NORMS,
+    Q_TRUST as Q_TRUST,
     TrainConfig as TrainConfig,
     read_config as read_config,
     resolve_config as resolve_config,
@@ -78,10 +79,13 @@ from ._policy import (
 from ._qipo import (
     SupportSet as SupportSet,
     draw_supports as draw_supports,
+    head_values as head_values,
     make_qipo_loss as make_qipo_loss,
+    ranking_reliability as ranking_reliability,
     renew_supports as renew_supports,
     scale_q as scale_q,
     score_supports as score_supports,
+    support_reliability as support_reliability,
     support_stats as support_stats,
 )
 from ._run import (

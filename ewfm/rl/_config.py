@@ -44,6 +44,14 @@ Q_NORMS: dict[str, str] = {
 }
 """How Q enters the weights ``M softmax_j(beta Q_j)`` (the ``q_norm`` setting)."""
 
+Q_TRUST: dict[str, str] = {
+    "full": "the weights use Q as the critic gives it (the paper)",
+    "twins": "beta is shrunk by the reliability of the critic's within-state ranking, "
+    "estimated at each renewal from how well its twin Q heads agree within states: twins "
+    "that agree keep beta, twins whose rankings are unrelated give uniform weights (BC)",
+}
+"""How far QIPO trusts the critic's ranking of a state's supports (the ``q_trust`` setting)."""
+
 CRITICS: dict[str, str] = {
     "in-support": "twin Q networks by in-support softmax Q-learning (QGPO) on actions drawn "
     "from the behaviour model, after critic_mc_epochs of regression on Monte-Carlo returns",
@@ -99,7 +107,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 # keys of older run directories: renamed ones (old -> new) and the values of keys they lack
 _RENAMED: dict[str, str] = {"algo": "method"}
-_LEGACY: dict[str, Any] = {"q_norm": "none", "critic": "in-support"}
+_LEGACY: dict[str, Any] = {"q_norm": "none", "critic": "in-support", "q_trust": "full"}
 _LEGACY_VALUES: dict[str, dict[Any, Any]] = {"solver": {"": "auto"}}
 
 
@@ -184,6 +192,12 @@ class TrainConfig:
         "how Q's scale enters the weights. 3 seeds at beta 1, spread vs none: 59.5 vs 57.5 "
         "(hopper), 63.6 vs 55.1 (walker2d), 18.3 vs 15.1 (halfcheetah)",
         choices=Q_NORMS,
+    )
+    q_trust: str = setting(
+        "full",
+        "how far the weights trust the critic's ranking of a state's supports (twins: beta x "
+        "the twins' agreement, so an unreliable critic falls back toward BC)",
+        choices=Q_TRUST,
     )
     qipo_epochs: int = setting(4, "epochs of QIPO (the policy starts from the behaviour model)")
     renew_every: int = setting(

@@ -101,6 +101,51 @@ def scale_q(q: Float[Array, "*seeds n m"], norm: str) -> Float[Array, "*seeds n 
     return centred / jnp.maximum(spread, jnp.finfo(q.dtype).tiny)
 
 
+def head_values(
+    qnet: Any, states: Float[Array, "n obs"], actions: Float[Array, "n m act"]
+) -> Float[Array, "n m heads"]:
+    """Every head of the critic (``qnet(s, a)`` returns one value per head, like
+    `ewfm.TwinQ`) on M actions per state."""
+    return jax.vmap(lambda s, a: jax.vmap(lambda aj: qnet(s, aj))(a))(states, actions)
+
+
+_head_values_jit = eqx.filter_jit(head_values)
+
+
+def ranking_reliability(heads: Float[Array, "*seeds n m k"]) -> Float[Array, "*seeds"]:
+    """How reliable the critic's ranking of a state's actions is, from its heads' agreement.
+
+    If each head is the true Q plus independent error, the correlation of two heads' values
+    centred within each state (pooled over states) is the reliability r of one head's
+    within-state ranking; Spearman-Brown gives the reliability ``R = 2r / (1 + r)`` of the
+    two-head estimate, clipped to [0, 1]. ``R`` is also the factor by which the best linear
+    estimate of the true centred Q shrinks the observed one, so ``beta R`` is the weights'
+    inverse temperature once noise is accounted for. Heads that share a bias (both learnt
+    the same wrong preference) agree: this measures noise, not bias.
+    """
+    c = heads - jnp.mean(heads, axis=-2, keepdims=True)
+    a, b = c[..., 0], c[..., 1]
+    axes = (-2, -1)
+    r = jnp.sum(a * b, axis=axes) / jnp.sqrt(
+        jnp.maximum(jnp.sum(a * a, axis=axes) * jnp.sum(b * b, axis=axes), jnp.finfo(c.dtype).tiny)
+    )
+    return jnp.clip(2.0 * r / (1.0 + jnp.maximum(r, 0.0)), 0.0, 1.0)
+
+
+def support_reliability(
+    qnet: Any, states: Float[Array, "n obs"], actions: Float[Array, "n m act"], chunk: int = 8192
+) -> Float[Array, ""]:
+    """`ranking_reliability` of the critic ``qnet`` on a support set (``chunk`` states at a
+    time)."""
+    heads = jnp.concatenate([
+        _head_values_jit(qnet, states[i : i + chunk], actions[i : i + chunk])
+        for i in range(0, states.shape[0], chunk)
+    ])  # fmt: skip
+    if heads.ndim != 3 or heads.shape[-1] < 2:
+        raise ValueError("q_trust twins needs a critic with at least two heads (like TwinQ).")
+    return ranking_reliability(heads[..., :2])
+
+
 class SupportSet(NamedTuple):
     """States with M support actions each and their (fixed-critic) Q-values."""
 

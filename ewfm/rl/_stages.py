@@ -56,6 +56,7 @@ from ._qipo import (
     renew_supports,
     scale_q,
     score_supports,
+    support_reliability,
     support_stats,
 )
 
@@ -449,6 +450,7 @@ class Qipo(Stage):
         self.keep = data_actions if self.cfg.keep_data_action else None
         self.raw: SupportSet | None = None  # the current support set, Q as the critic gave it
         self.train: SupportSet | None = None  # the same, Q scaled by q_norm: trained on
+        self.trust: Array | None = None  # q_trust twins: each seed's ranking reliability
 
     def initial(self) -> TrainState:
         assert self.ctx.behaviour is not None
@@ -459,7 +461,14 @@ class Qipo(Stage):
 
     def _use(self, raw: SupportSet) -> None:
         self.raw = raw
-        self.train = raw._replace(q=scale_q(raw.q, self.cfg.q_norm))
+        q = scale_q(raw.q, self.cfg.q_norm)
+        self.trust = None
+        if self.cfg.q_trust == "twins":  # beta x reliability of each seed's ranking
+            qnet = self.ctx.qnet
+            rel = lambda j: support_reliability(seed_slice(qnet, j), raw.states, raw.actions[j])
+            trust = per_seed(rel, self.cfg.seeds)
+            q, self.trust = q * trust[:, None, None], trust
+        self.train = raw._replace(q=q)
 
     def batch(self, epoch: int, state: TrainState) -> tuple[Any, dict[str, Any]]:
         info: dict[str, Any] = {}
@@ -468,6 +477,8 @@ class Qipo(Stage):
             self._use(self._renew(epoch, state))
             assert self.raw is not None and self.train is not None
             info.update(support_stats(self.raw, self.train.q, self.cfg.beta))
+            if self.trust is not None:
+                info["q_trust"] = [float(x) for x in np.asarray(self.trust)]
             info["renew_seconds"] = time.perf_counter() - ts
         return self.train, info
 
