@@ -23,6 +23,10 @@ from ._train import evaluate_command, train_command  # noqa: E402
 app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)
 
+from ._diagnose import app as diagnose_app  # noqa: E402
+
+app.add_typer(diagnose_app, name="diagnose")
+
 from ._data import app as data_app  # noqa: E402
 
 app.add_typer(data_app, name="data")

@@ -65,6 +65,18 @@ from ._data import (
     reference_scores as reference_scores,
     write_dataset as write_dataset,
 )
+from ._diagnose import (
+    PROBES as PROBES,
+    diagnose_critic as diagnose_critic,
+    norm_slope as norm_slope,
+    plot_diagnosis as plot_diagnosis,
+    score_probe as score_probe,
+    spearman_brown as spearman_brown,
+    split_half_reliability as split_half_reliability,
+    truth_gain as truth_gain,
+    weight_gain as weight_gain,
+    within_spearman as within_spearman,
+)
 from ._evaluate import (
     EvalResult as EvalResult,
     evaluate as evaluate,
