@@ -212,6 +212,14 @@ def _check(n: int, m: int, k: int, horizon: int, radius: float) -> None:
         raise ConfigError(f"radius must be in (0, 2] (the action box is [-1, 1]), got {radius}.")
 
 
+def _check_size(run: Any, id_: str, size: int | None) -> None:
+    if run.transitions is not None and size is not None and run.transitions != size:
+        raise ConfigError(
+            f"{id_} now holds {size} transitions but {run.root} was trained on "
+            f"{run.transitions}: the dataset was rebuilt since; the truth would be another's."
+        )
+
+
 def _load_inputs(run_dir: str | os.PathLike, seed: int) -> _Inputs:
     """The run's seed ``seed`` (behaviour model, critic) and its dataset, or a one-line
     error naming what is missing."""
@@ -230,8 +238,6 @@ def _load_inputs(run_dir: str | os.PathLike, seed: int) -> _Inputs:
         raise ConfigError(
             f"seed {seed} is out of range: {run.root} holds seeds 0..{cfg.seeds - 1}."
         )
-    qnet = seed_slice(run.q_net(), seed)
-    field = seed_slice(run.behaviour(), seed)
     id_ = dataset_id(cfg.dataset)
     meta = local_metadata(id_)
     if meta is None:
@@ -239,14 +245,13 @@ def _load_inputs(run_dir: str | os.PathLike, seed: int) -> _Inputs:
             f"dataset {cfg.dataset} is not on this machine; build it with `ewfm data build "
             f"{cfg.dataset}` (or set MINARI_DATASETS_PATH to where the run's data are)."
         )
+    _check_size(run, id_, meta.get("total_steps"))
+    qnet = seed_slice(run.q_net(), seed)
+    field = seed_slice(run.behaviour(), seed)
     recipe = meta.get("ewfm", {})
     recipe = json.loads(recipe) if isinstance(recipe, str) else recipe
     tr = load_transitions(id_)
-    if run.transitions is not None and run.transitions != tr.size:
-        raise ConfigError(
-            f"{id_} now holds {tr.size} transitions but {run.root} was trained on "
-            f"{run.transitions}: the dataset was rebuilt since; the truth would be another's."
-        )
+    _check_size(run, id_, tr.size)
     return _Inputs(run, field, qnet, recipe, tr, env_id_for(id_))
 
 
