@@ -18,8 +18,8 @@ def _num(x: Any, fmt: str = ".2f") -> str:
 
 
 def _table(result: dict[str, Any]) -> Any:
-    """One row per probe: each number beside the truth's own (its ceiling, its gain, its
-    slope)."""
+    """One column per probe, one row per number; each beside the truth's own (its ceiling,
+    its gain, its slope)."""
     from rich.table import Table
 
     t = Table(
@@ -28,22 +28,31 @@ def _table(result: dict[str, Any]) -> Any:
         f"{result['rollouts']} rollouts of {result['horizon']} steps",
         title_justify="left",
     )
-    for col in ("probe", "rank corr", "ceiling", "of ceiling", "gain", "truth's gain",
-                "of truth's", "|a|^2 slope", "truth's slope"):  # fmt: skip
-        t.add_column(col, justify="left" if col == "probe" else "right")
-    for name, p in result["probes"].items():
-        label = f"{name} (±{result['radius']:g})" if name == "radius" else name
-        t.add_row(
-            label,
-            f"{_num(p['rank_corr'])} ± {_num(p['rank_corr_se'])}",
-            _num(p["ceiling"]),
-            _num(p["rank_fraction"]),
-            f"{_num(p['gain_critic'], '.3g')} ± {_num(p['gain_critic_se'], '.2g')}",
-            f"{_num(p['gain_truth'], '.3g')} ± {_num(p['gain_truth_se'], '.2g')}",
-            _num(p["gain_fraction"]),
-            _num(p["slope_critic"], "+.3g"),
-            _num(p["slope_truth"], "+.3g"),
-        )
+    t.add_column("")
+    probes = result["probes"]
+    for name in probes:
+        t.add_column(f"{name} ±{result['radius']:g}" if name == "radius" else name, justify="right")
+
+    def pm(key: str, fmt: str, se_fmt: str) -> Any:
+        return lambda p: f"{_num(p[key], fmt)} ± {_num(p[key + '_se'], se_fmt)}"
+
+    def one(key: str, fmt: str = ".2f") -> Any:
+        return lambda p: _num(p[key], fmt)
+
+    rows = (
+        ("rank corr with the truth", pm("rank_corr", "+.3f", ".3f")),
+        ("ceiling (the truth's noise)", one("ceiling", ".3f")),
+        ("rank corr / ceiling", one("rank_fraction")),
+        ("gain of the critic's weights", pm("gain_critic", "+.3g", ".2g")),
+        ("gain of the truth's weights", pm("gain_truth", "+.3g", ".2g")),
+        ("gain / truth's gain", one("gain_fraction")),
+        ("slope on |a|^2: critic", one("slope_critic", "+.3g")),
+        ("slope on |a|^2: truth", one("slope_truth", "+.3g")),
+        ("spread within state: critic", one("spread_critic", ".3g")),
+        ("spread within state: truth", one("spread_truth", ".3g")),
+    )
+    for label, cell in rows:
+        t.add_row(label, *(cell(p) for p in probes.values()))
     return t
 
 
@@ -91,11 +100,13 @@ def critic_command(
     console = Console()
     console.print(_table(result))
     console.print(
-        "rank corr: mean within-state Spearman of Q with the true value; ceiling: what a "
-        "critic equal to the true expected Q would score against these rollouts; gain: true "
-        f"value gained by QIPO's weights (beta {result['beta']:g}, q_norm {result['q_norm']}) "
-        "over the supports' mean; truth's gain: weights from half the rollouts scored on the "
-        "other half."
+        "rank corr: mean within-state Spearman correlation of Q with the true value (± its "
+        "standard error over states); ceiling: what a critic equal to the true expected Q "
+        "would score against these rollouts; gain: true value gained over the supports' mean "
+        f"by QIPO's weights (beta {result['beta']:g}, q_norm {result['q_norm']}) and by the "
+        "truth's own (chosen on half the rollouts, scored on the other half); share: critic "
+        "over truth; slope: within-state slope of Q on ||a||^2.",
+        highlight=False,
     )
     plot = f", {result['plot']}" if result.get("plot") else ""
     where = out or Path(run) / "diagnose_critic.json"

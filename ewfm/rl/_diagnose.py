@@ -1,17 +1,13 @@
 """`ewfm diagnose critic`: does a run's critic rank a state's actions as their true values do?
 
-QIPO only compares Q across one state's M supports (the weights ``M softmax_j(beta Q_j)``,
-eq. (4.3) in docs/method.md), so what decides whether it improves on its behaviour policy
-is the critic's ranking *within* a state, not its fit across states. This module measures
-that ranking against the truth, in the simulator:
+QIPO only compares Q across one state's M supports (the weights ``M softmax_j(beta Q_j)`` of
+eqs. (5.2) and (5.3) in docs/method.md), so what decides whether it improves on its
+behaviour policy is the critic's ranking *within* a state, not its fit across states. This
+module measures that ranking against the truth:
 
-- the true value of a support ``a_j`` at a dataset state ``s`` is the expected discounted
-  return of executing ``a_j`` from the exact simulator state (MuJoCo's positions and
-  velocities rebuilt from the observation), then following the dataset's own behaviour
-  policy (the pack policy that recorded ``s``, sampled as the dataset was) for ``horizon``
-  steps. K stochastic continuations are averaged, with common random numbers: every support
-  of a state sees the same noise sequence and the same environment seed, so differences
-  between supports are not drowned by differences between noise draws;
+- the true value of a support is its expected discounted return under the dataset's own
+  behaviour policy, averaged over K stochastic rollouts with common random numbers across a
+  state's supports (``_truth.py``);
 - the truth is noisy for finite K: its split-half reliability (the within-state rank
   correlation of two halves of the rollouts, Spearman-Brown corrected to K) bounds what
   any critic can score; a critic equal to the true expected Q reaches about its square
@@ -83,7 +79,8 @@ def split_half_reliability(returns: Float[np.ndarray, "n m k"]) -> float:
     within-state Spearman correlation of the two halves' means is corrected by
     Spearman-Brown to K rollouts. For true values of within-state variance ``v`` observed
     with independent noise of variance ``e`` per rollout, it estimates ``v / (v + e / K)``
-    (exactly so for Pearson correlations; ranks of Gaussian values sit within about 0.03).
+    (exactly so for Pearson correlations; ranks of a few Gaussian values correlate a little
+    less, by Moran's expectation 0.76 for 0.8 at M = 16, and so does a critic's).
     """
     returns = np.asarray(returns, float)
     if returns.shape[-1] < 2:
