@@ -918,6 +918,57 @@ def q_truth_noise() -> str:
     )
 
 
+def diagnose_critic() -> str:
+    files = sorted(RESULTS.glob("rl_diagnose_critic_*.json"))
+    if not files:
+        return (
+            "No run diagnosed yet: `python benchmarks/rl_diagnose_critic.py RUN` records "
+            "`ewfm diagnose critic RUN` here."
+        )
+    rows = []
+    for p in files:
+        d = json.loads(p.read_text())
+        for name, r in d["probes"].items():
+            probe = f"{name} (±{d['radius']:g})" if name == "radius" else name
+            rows.append(
+                [d["dataset"], Path(d["run"]).name, d["seed"], d["critic"], probe,
+                 f"{d['states']} × {d['supports']} × {d['rollouts']}, {d['horizon']} steps",
+                 f"{r['rank_corr']:.3f} ± {r['rank_corr_se']:.3f}", f(r["ceiling"], 3),
+                 f(r["rank_fraction"], 2), f(r["gain_fraction"], 2),
+                 f"{r['slope_critic']:+.2f} / {r['slope_truth']:+.2f}",
+                 f(d["seconds"], 0)]
+            )  # fmt: skip
+    return "\n\n".join(
+        [
+            "`ewfm diagnose critic RUN` on finished runs: per probe, the mean within-state "
+            "Spearman correlation of the critic with the expected return (± its standard "
+            "error over states); the ceiling, what a critic equal to the true expected Q "
+            "would score against the same rollouts; the correlation as a share of it; the "
+            "true Q gained by QIPO's weights as a share of the truth's own cross-fitted gain "
+            "(can exceed 1: the truth's weights see half the rollouts); the within-state "
+            "slope of Q on ‖a‖², critic / truth; and the diagnosis's seconds.",
+            table(
+                [
+                    "dataset",
+                    "run",
+                    "seed",
+                    "critic",
+                    "probe",
+                    "states × supports × rollouts",
+                    "rank corr.",
+                    "ceiling",
+                    "of ceiling",
+                    "gain, of truth's",
+                    "‖a‖² slope: critic / truth",
+                    "seconds",
+                ],
+                rows,
+            ),
+            "<br>".join(source(p.name) for p in files),
+        ]
+    )
+
+
 GENERATORS: dict[str, Callable[[], str]] = {
     "core-speed": core_speed,
     "policy-latency": policy_latency,
@@ -950,6 +1001,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "rl-run-cost": rl_run_cost,
     "q-truth-gains": q_truth_gains,
     "q-truth-noise": q_truth_noise,
+    "diagnose-critic": diagnose_critic,
 }
 
 
