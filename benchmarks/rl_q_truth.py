@@ -26,6 +26,11 @@ Q, returns, actions and states).
 
     python benchmarks/rl_q_truth.py RUN [--seed J] [--states 64] [--horizon 300]
         [--continuation mean|stochastic] [--rollouts 4]
+
+Kept as it is because docs/rl.md quotes its results files. The product version of this
+measurement is ``ewfm diagnose critic RUN`` (`ewfm.rl.diagnose_critic`): the expected
+return over stochastic rollouts only, a noise ceiling beside every number, a second probe
+at a fixed radius around the dataset action, and the ||a||^2 slopes.
 """
 
 import argparse
