@@ -86,8 +86,7 @@ def split_half_reliability(returns: Float[np.ndarray, "n m k"]) -> float:
     if returns.shape[-1] < 2:
         raise ConfigError("a noise ceiling needs at least 2 rollouts per support; use K >= 2.")
     a, b = returns[..., ::2].mean(-1), returns[..., 1::2].mean(-1)
-    r = float(np.nanmean(within_spearman(a, b)))
-    return spearman_brown(r)
+    return spearman_brown(_mean_se(within_spearman(a, b))[0])
 
 
 def weight_gain(
@@ -129,6 +128,7 @@ def norm_slope(q: Float[np.ndarray, "n m"], actions: Float[np.ndarray, "n m act"
 
 
 def _mean_se(x: np.ndarray) -> tuple[float, float]:
+    """Mean and standard error over states of the finite values (NaN: no ranking there)."""
     x = x[np.isfinite(x)]
     if len(x) < 2:
         return (float(x.mean()) if len(x) else math.nan), math.nan
