@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from ewfm.rl import (
     StopTraining,
+    diagnose_critic,
     norm_slope,
     resolve_config,
     score_probe,
@@ -191,6 +192,18 @@ def test_diagnose_critic_writes_a_consistent_report(tiny_run, tmp_path):
     res = _invoke(tiny_run, "--states", 2, "--rollouts", 2, "--horizon", 2)
     assert res.exit_code == 0, res.output
     assert (tiny_run / "diagnose_critic.json").exists()
+
+
+def test_supports_of_a_state_share_their_random_numbers(tiny_run, tmp_path):
+    """Common random numbers: at a radius too small to matter, a state's supports get the
+    same returns, while its rollouts (other noise) differ."""
+    r = diagnose_critic(tiny_run, states=2, rollouts=2, horizon=8, radius=1e-9,
+                        out=tmp_path / "crn.json", progress=False)  # fmt: skip
+    ret = np.load(tmp_path / "crn.npz")["radius_returns"]
+    across_supports = np.abs(ret - ret[:, :1]).max()
+    across_rollouts = np.abs(ret[..., 0] - ret[..., 1]).min()
+    assert across_supports < 1e-5 < across_rollouts, (across_supports, across_rollouts)
+    assert r["probes"]["radius"]["spread_truth"] < 1e-5
 
 
 def _copy_run(src, dst, **config):
