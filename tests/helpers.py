@@ -167,3 +167,13 @@ def kill_in_stage(cfg, out, stage: str, *, reuse=None, cache=None, timeout: floa
     assert child.returncode == -signal.SIGKILL, log.read_text()
     with open(target, "rb") as f:
         return int(json.loads(f.readline())["epoch"])
+
+
+TINY_RL = dict(
+    subset=600, steps_per_epoch=10, width=32, depth=2, critic_width=32, critic_depth=1,
+    bc_epochs=1, critic_mc_epochs=1, critic_epochs=1, qipo_epochs=1, renew_every=1, support=4,
+    critic_support=3, qipo_states=8, batch_size=64, critic_batch=64, sample_steps=2,
+    eval_every=0, final_episodes=1, eval_max_steps=10,
+)  # fmt: skip
+"""`ewfm.rl.TrainConfig` overrides for a run that trains every stage in seconds (with the
+`tiny_dataset` fixture): a check of plumbing, not of learning."""

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+from helpers import TINY_RL
 
 import ewfm
 from ewfm.rl import Policy, resolve_config
@@ -80,12 +81,7 @@ def test_extraction_refusals():
         _policy(best_of=4, q_net=_Target(c), deterministic=True)
 
 
-TINY = dict(
-    subset=600, steps_per_epoch=10, width=32, depth=2, critic_width=32, critic_depth=1,
-    bc_epochs=1, critic_mc_epochs=1, critic_epochs=1, qipo_epochs=1, renew_every=1, support=4,
-    critic_support=3, qipo_states=8, batch_size=64, critic_batch=64, sample_steps=2,
-    eval_every=0, final_episodes=1, eval_max_steps=10,
-)  # fmt: skip
+TINY = TINY_RL
 
 
 def test_evaluate_extras_on_a_run(tiny_dataset, tmp_path):

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+from helpers import TINY_RL
 
 from ewfm.rl import ranking_reliability, resolve_config
 
@@ -52,12 +53,7 @@ def test_reliability_invariants():
     assert rel.shape == (2,) and rel[0] == pytest.approx(1.0, abs=1e-6) and rel[1] < 0.05
 
 
-TINY = dict(
-    subset=600, steps_per_epoch=10, width=32, depth=2, critic_width=32, critic_depth=1,
-    bc_epochs=1, critic_mc_epochs=1, critic_epochs=1, qipo_epochs=2, renew_every=1, support=4,
-    critic_support=3, qipo_states=8, batch_size=64, critic_batch=64, sample_steps=2,
-    eval_every=0, final_episodes=1, eval_max_steps=5,
-)  # fmt: skip
+TINY = dict(TINY_RL, qipo_epochs=2, eval_max_steps=5)
 
 
 def test_twins_trust_shrinks_beta_by_the_recorded_reliability(tiny_dataset, tmp_path):

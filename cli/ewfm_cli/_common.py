@@ -95,6 +95,14 @@ def config_options(
     return params
 
 
+def preset_summary(presets: dict[str, dict[str, Any]]) -> str:
+    """``name: key value, ...; name: ...`` for a ``--preset`` flag's help."""
+    return "; ".join(
+        f"{name}: " + (", ".join(f"{k} {v}" for k, v in over.items()) or "the defaults below")
+        for name, over in presets.items()
+    )
+
+
 def option(name: str, default: Any, *flags: str, help: str, annotation: Any) -> inspect.Parameter:
     """A hand-written keyword-only option (``--out``, ``--resume``, ...)."""
     return inspect.Parameter(

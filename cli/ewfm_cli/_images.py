@@ -10,7 +10,15 @@ from typing import Any, Optional
 
 import typer
 
-from ._common import config_options, fail, given, light_module, option, with_signature
+from ._common import (
+    config_options,
+    fail,
+    given,
+    light_module,
+    option,
+    preset_summary,
+    with_signature,
+)
 
 _config = light_module("images._config")
 ImageConfig = _config.ImageConfig
@@ -20,10 +28,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-_PRESETS = "; ".join(
-    f"{name}: " + ", ".join(f"{k} {v}" for k, v in over.items())
-    for name, over in _config.PRESETS.items()
-)
+_PRESETS = preset_summary(_config.PRESETS)
 _ERRORS = (ValueError, ImportError, FileNotFoundError)  # ConfigError, MissingExtraError among them
 
 

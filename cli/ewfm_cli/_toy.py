@@ -10,7 +10,15 @@ from typing import Any, Optional
 
 import typer
 
-from ._common import config_options, fail, given, light_module, option, with_signature
+from ._common import (
+    config_options,
+    fail,
+    given,
+    light_module,
+    option,
+    preset_summary,
+    with_signature,
+)
 
 _config = light_module("toy._config")
 ToyConfig = _config.ToyConfig
@@ -20,10 +28,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-_PRESETS = "; ".join(
-    f"{name}: " + (", ".join(f"{k} {v}" for k, v in over.items()) or "the defaults below")
-    for name, over in _config.PRESETS.items()
-)
+_PRESETS = preset_summary(_config.PRESETS)
 _COMMON = [
     option(
         "preset", "default", "--preset",
