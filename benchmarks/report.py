@@ -556,7 +556,7 @@ def rl_scores() -> str:
     for r in d["runs"]:
         gains = r.get("seed_gain_over_bc")
         rows.append(
-            [r["dataset"], r["method"], r["seeds"], r["episodes_per_seed"],
+            [r["dataset"], _method(r), r["seeds"], r["episodes_per_seed"],
              f"{r['score_mean']:.1f} ± {r['score_se']:.1f}",
              "–" if r.get("bc_mean") is None else f"{r['bc_mean']:.1f} ± {r['bc_se']:.1f}",
              "–" if gains is None else " / ".join(f"{g:+.1f}" for g in gains),
@@ -687,6 +687,11 @@ def _rl_runs() -> dict[str, Any]:
     return json.loads(p.read_text()) if p.exists() else {"runs": []}
 
 
+def _method(r: dict[str, Any]) -> str:
+    """The method of a run row, with the settings that make it a variant (if any)."""
+    return r["method"] + (f" ({r['variant']})" if r.get("variant") else "")
+
+
 def _ds(name: str) -> str:
     """``ewfm/hopper/medium-v0`` -> ``hopper-medium``."""
     parts = name.split("/")
@@ -702,7 +707,7 @@ def rl_seed_scores() -> str:
         gains = r.get("seed_gain_over_bc") or [None] * r["seeds"]
         for j, score in enumerate(r["seed_scores"]):
             rows.append(
-                [_ds(r["dataset"]), r["method"], r["seed"] + j, f(score, 1), f(bc[j], 1),
+                [_ds(r["dataset"]), _method(r), r["seed"] + j, f(score, 1), f(bc[j], 1),
                  "–" if gains[j] is None else f"{gains[j]:+.1f}",
                  "–" if mid is None else f(mid["seed_scores"][j], 1)]
             )  # fmt: skip
@@ -720,6 +725,43 @@ def rl_seed_scores() -> str:
             + ").",
             table(
                 ["dataset", "method", "seed", "final score", "its BC", "gain", "after 1 renewal"],
+                rows,
+            ),
+            source("rl_runs.json", d.get("provenance")),
+        ]
+    )
+
+
+def rl_extras() -> str:
+    """`ewfm evaluate` extras of the collected runs, beside each run's own final score."""
+    d = _rl_runs()
+    rows = []
+    for r in d["runs"]:
+        for e in r.get("extras", []):
+            rows.append(
+                [_ds(r["dataset"]), _method(r), f"{r['score_mean']:.1f} ± {r['score_se']:.1f}",
+                 "BC (behaviour model)" if e["model"] == "behaviour" else "final policy",
+                 e["extract"], e["episodes"] // len(e["seed_scores"]),
+                 f"{e['score_mean']:.1f} ± {e['score_se']:.1f}"]
+            )  # fmt: skip
+    if not rows:
+        return "No evaluation extras have been collected yet (`ewfm evaluate RUN --best-of N`)."
+    return "\n\n".join(
+        [
+            "Evaluation extras (`ewfm evaluate`), each on the run's own networks and seeds: "
+            "mean over seeds ± standard error over seeds. `best-of-N` acts with the highest-Q "
+            "of N draws by the run's critic; `deterministic` integrates from zero noise. The "
+            "run's own final score (sampled) is repeated for comparison.",
+            table(
+                [
+                    "dataset",
+                    "method",
+                    "run's score",
+                    "scored",
+                    "extraction",
+                    "episodes/seed",
+                    "score",
+                ],
                 rows,
             ),
             source("rl_runs.json", d.get("provenance")),
@@ -747,7 +789,7 @@ def rl_verdict() -> str:
         else:
             reading = "missed (below BC)"
         rows.append(
-            [_ds(r["dataset"]), r["method"], f"{r['beta']:g}", r["q_norm"],
+            [_ds(r["dataset"]), _method(r), f"{r['beta']:g}", r["q_norm"],
              f"{m:+.1f}" + ("" if se is None else f" ± {se:.1f}"),
              f"{k} of {len(g)}", f"{sum(x > 0 for x in g)} of {len(g)}", reading]
         )  # fmt: skip
@@ -779,7 +821,7 @@ def rl_renewals() -> str:
     for r in d["runs"]:
         for n, x in enumerate(r.get("renewals", []), 1):
             rows.append(
-                [_ds(r["dataset"]), r["method"], f"{r['beta']:g}", r["q_norm"], n,
+                [_ds(r["dataset"]), _method(r), f"{r['beta']:g}", r["q_norm"], n,
                  f(x.get("q_mean"), 1), f(x.get("q_std_within"), 2), f(x.get("w_max_mean"), 1),
                  f(x.get("w_data_mean"), 2)]
             )  # fmt: skip
@@ -817,7 +859,7 @@ def rl_run_cost() -> str:
         st, sps = r.get("stage_seconds") or {}, r.get("steps_per_s") or {}
         stages = [s for s in ("behaviour", "critic", "qipo", "cep") if s in st]
         rows.append(
-            [_ds(r["dataset"]), r["method"], r["seeds"], f(r.get("wall_seconds"), 0),
+            [_ds(r["dataset"]), _method(r), r["seeds"], f(r.get("wall_seconds"), 0),
              ", ".join(f"{s} {st[s]:.0f}" for s in stages),
              ", ".join(f"{s} {sps[s]:.1f}" for s in stages if s in sps)]
         )  # fmt: skip
@@ -997,6 +1039,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "theorems-info": theorems_info,
     "rl-seed-scores": rl_seed_scores,
     "rl-verdict": rl_verdict,
+    "rl-extras": rl_extras,
     "rl-renewals": rl_renewals,
     "rl-run-cost": rl_run_cost,
     "q-truth-gains": q_truth_gains,

@@ -20,7 +20,11 @@ from _record import RESULTS, write_result
 
 # support-set statistics logged at each renewal: mean raw Q, the mean over states of Q's std
 # over a state's supports, and the mean largest / dataset-action weight (out of M)
-RENEWAL_KEYS = ("q_mean", "q_std_within", "w_max_mean", "w_data_mean")
+RENEWAL_KEYS = ("q_mean", "q_std_within", "w_max_mean", "w_data_mean", "q_trust")
+
+# settings that make a run a variant of its method, with the value that is not one (a run
+# dir written before a setting existed ran with that value)
+VARIANT_DEFAULTS = {"critic": "in-support", "q_trust": "full"}
 
 
 def _mean_se(xs: list[float]) -> tuple[float, float]:
@@ -56,6 +60,9 @@ def collect(run: Path) -> dict[str, Any]:
         "episode_score_std": s["score_std"],
         "beta": cfg.get("beta"),
         "q_norm": cfg.get("q_norm", "none"),
+        "variant": ", ".join(
+            f"{k} {cfg[k]}" for k, v in VARIANT_DEFAULTS.items() if cfg.get(k, v) != v
+        ),
         "bc_mean": None,
         "bc_se": None,
         "seed_gain_over_bc": None,
@@ -80,7 +87,26 @@ def collect(run: Path) -> dict[str, Any]:
         {"epoch": m["epoch"], **{k: m[k] for k in RENEWAL_KEYS if k in m}}
         for m in metrics if "q_mean" in m
     ]  # fmt: skip
+    row["extras"] = _extras(run)
     return row
+
+
+def _extras(run: Path) -> list[dict[str, Any]]:
+    """The run's `ewfm evaluate` records (evaluations.jsonl): what was scored (model, how
+    actions were extracted), with per-seed means, for the columns beside the policy's own."""
+    p = run / "evaluations.jsonl"
+    if not p.exists():
+        return []
+    out = []
+    for ev in map(json.loads, p.read_text().splitlines()):
+        mean, se = _mean_se(ev["seed_scores"])
+        out.append(
+            {"model": ev.get("model", "policy"), "extract": ev.get("extract", "sample"),
+             "checkpoint": Path(ev["checkpoint"]).name, "episodes": ev["episodes"],
+             "seed": ev.get("seed"), "score_mean": mean, "score_se": se,
+             "seed_scores": ev["seed_scores"]}
+        )  # fmt: skip
+    return out
 
 
 def main() -> None:
