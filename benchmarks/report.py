@@ -733,37 +733,40 @@ def rl_seed_scores() -> str:
 
 
 def rl_extras() -> str:
-    """`ewfm evaluate` extras of the collected runs, beside each run's own final score."""
+    """`ewfm evaluate` records of the collected runs, one column per (model, extraction)."""
     d = _rl_runs()
+    cols: list[tuple[str, str]] = []
     rows = []
     for r in d["runs"]:
-        for e in r.get("extras", []):
+        cells: dict[tuple[str, str], str] = {}
+        seeds = {e["seed"] for e in r.get("extras", [])}
+        for e in r.get("extras", []):  # the latest record of each kind wins
+            key = (e["model"], e["extract"])
+            cells[key] = f"{e['score_mean']:.1f} ± {e['score_se']:.1f}"
+            if key not in cols:
+                cols.append(key)
+        if cells:
+            eps = {e["episodes"] // len(e["seed_scores"]) for e in r["extras"]}
             rows.append(
-                [_ds(r["dataset"]), _method(r), f"{r['score_mean']:.1f} ± {r['score_se']:.1f}",
-                 "BC (behaviour model)" if e["model"] == "behaviour" else "final policy",
-                 e["extract"], e["episodes"] // len(e["seed_scores"]),
-                 f"{e['score_mean']:.1f} ± {e['score_se']:.1f}"]
-            )  # fmt: skip
+                (r, ", ".join(map(str, sorted(seeds))), ", ".join(map(str, sorted(eps))), cells)
+            )
     if not rows:
         return "No evaluation extras have been collected yet (`ewfm evaluate RUN --best-of N`)."
+    order = {"sample": 0, "deterministic": 1}
+    cols.sort(key=lambda c: (c[0] != "policy", order.get(c[1], 2), c[1]))
+    name = lambda c: ("policy" if c[0] == "policy" else "BC") + f", {c[1]}"
+    body = [
+        [_ds(r["dataset"]), _method(r), seed, eps, *[cells.get(c, "–") for c in cols]]
+        for r, seed, eps, cells in rows
+    ]
     return "\n\n".join(
         [
-            "Evaluation extras (`ewfm evaluate`), each on the run's own networks and seeds: "
-            "mean over seeds ± standard error over seeds. `best-of-N` acts with the highest-Q "
-            "of N draws by the run's critic; `deterministic` integrates from zero noise. The "
-            "run's own final score (sampled) is repeated for comparison.",
-            table(
-                [
-                    "dataset",
-                    "method",
-                    "run's score",
-                    "scored",
-                    "extraction",
-                    "episodes/seed",
-                    "score",
-                ],
-                rows,
-            ),
+            "`ewfm evaluate` on each run's own networks, all at the same first episode seed "
+            "(mean over the run's seeds ± standard error over seeds). `policy`: the final "
+            "policy; `BC`: the run's behaviour model. `sample` draws the noise as the policy "
+            "does; `deterministic` integrates from zero noise; `best-of-N` acts with the "
+            "highest-Q of N draws by the run's critic (IDQL's extraction).",
+            table(["dataset", "method", "episode seed", "episodes/seed", *map(name, cols)], body),
             source("rl_runs.json", d.get("provenance")),
         ]
     )
