@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 from ewfm_cli.main import app
+from helpers import TINY_RL
 from typer.testing import CliRunner
 
 from ewfm.rl import (
@@ -130,23 +131,7 @@ def test_constant_rows_have_no_rank_and_one_rollout_has_no_ceiling():
 
 # -- the command on a tiny run --------------------------------------------------------------------
 
-TINY = dict(
-    subset=600,
-    steps_per_epoch=10,
-    width=32,
-    depth=2,
-    critic_width=32,
-    critic_depth=1,
-    bc_epochs=1,
-    critic_mc_epochs=1,
-    critic_epochs=1,
-    support=4,
-    critic_support=3,
-    batch_size=64,
-    critic_batch=64,
-    sample_steps=2,
-    seeds=2,
-)
+TINY = dict(TINY_RL, seeds=2)  # two seeds: --seed picks one
 
 
 @pytest.fixture(scope="module")
