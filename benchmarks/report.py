@@ -979,7 +979,10 @@ def diagnose_critic() -> str:
                 [d["dataset"], Path(d["run"]).name, d["seed"], d["critic"], probe,
                  f"{d['states']} × {d['supports']} × {d['rollouts']}, {d['horizon']} steps",
                  f"{r['rank_corr']:.3f} ± {r['rank_corr_se']:.3f}", f(r["ceiling"], 3),
-                 f(r["rank_fraction"], 2), f(r["gain_fraction"], 2),
+                 f(r["rank_fraction"], 2),
+                 f"{r['gain_critic']:+.2f} ± {r['gain_critic_se']:.2f} / "
+                 f"{r['gain_truth']:+.2f} ± {r['gain_truth_se']:.2f}",
+                 f(r["gain_fraction"], 2),
                  f"{r['slope_critic']:+.2f} / {r['slope_truth']:+.2f}",
                  f(d["seconds"], 0)]
             )  # fmt: skip
@@ -989,8 +992,10 @@ def diagnose_critic() -> str:
             "Spearman correlation of the critic with the expected return (± its standard "
             "error over states); the ceiling, what a critic equal to the true expected Q "
             "would score against the same rollouts; the correlation as a share of it; the "
-            "true Q gained by QIPO's weights as a share of the truth's own cross-fitted gain "
-            "(can exceed 1: the truth's weights see half the rollouts); the within-state "
+            "true Q gained over the supports' mean by QIPO's weights (the run's β and "
+            "`q_norm`) and by the truth's own, cross-fitted (± standard errors over states), "
+            "and the first as a share of the second (it can exceed 1: the truth's weights see "
+            "half the rollouts); the within-state "
             "slope of Q on ‖a‖², critic / truth; and the diagnosis's seconds.",
             table(
                 [
@@ -1003,6 +1008,7 @@ def diagnose_critic() -> str:
                     "rank corr.",
                     "ceiling",
                     "of ceiling",
+                    "gain: critic / truth",
                     "gain, of truth's",
                     "‖a‖² slope: critic / truth",
                     "seconds",
