@@ -62,7 +62,7 @@ def critic_command(
     seed: int = typer.Option(0, help="which seed of a --seeds K run (0-based)"),
     states: int = typer.Option(32, help="random dataset states to probe"),
     supports: int | None = typer.Option(
-        None, help="support actions per state (M) [default: the run's support]"
+        None, help="support actions per state (M) \\[default: the run's support]"
     ),
     rollouts: int = typer.Option(
         8, help="stochastic continuations per support (K >= 2; the truth is their mean)"
@@ -74,7 +74,7 @@ def critic_command(
         0.3, help="the wider probe: uniform offsets of at most this per action dimension"
     ),
     out: Path | None = typer.Option(
-        None, help="report file [default: RUN/diagnose_critic.json; .png and .npz beside it]"
+        None, help="report file \\[default: RUN/diagnose_critic.json; .png and .npz beside it]"
     ),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
 ) -> None:
