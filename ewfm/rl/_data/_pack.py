@@ -59,6 +59,30 @@ def _activation(xp: Any, kind: str, h: Any) -> Any:
     raise ValueError(f"unknown activation {kind!r} in the policy pack")
 
 
+def _hidden(xp: Any, spec: dict[str, Any], params: dict[str, Any], obs: Any, step: Any) -> Any:
+    """The last hidden layer for a batch (time feature, observation normalisation, MLP)."""
+    o = obs
+    if spec.get("time_feature", False):
+        o = xp.concatenate([o, (1.0 - step / 1000.0)[:, None].astype(o.dtype)], axis=1)
+    if "obs_mean" in params:
+        scale = xp.sqrt(params["obs_var"] + spec["obs_eps"])
+        o = xp.clip((o - params["obs_mean"]) / scale, -spec["obs_clip"], spec["obs_clip"])
+    h = o.astype(xp.float32)
+    i = 0
+    while f"hidden_{i}_w" in params:
+        pre = h @ params[f"hidden_{i}_w"].T + params[f"hidden_{i}_b"]
+        h = _activation(xp, spec["activation"], pre)
+        i += 1
+    return h
+
+
+def _log_std(xp: Any, spec: dict[str, Any], params: dict[str, Any], h: Any) -> Any:
+    """The Gaussian head's log std (state-dependent, or one learned vector)."""
+    if spec["std"] == "state_dependent":
+        return xp.clip(h @ params["log_std_w"].T + params["log_std_b"], -20.0, 2.0)
+    return params["log_std"]
+
+
 def policy_forward(
     xp: Any,
     spec: dict[str, Any],
@@ -72,25 +96,10 @@ def policy_forward(
     ``eps [n, a]`` is standard normal noise for the stochastic policy, or None for the
     deterministic one (``std: none`` policies ignore it).
     """
-    o = obs
-    if spec.get("time_feature", False):
-        o = xp.concatenate([o, (1.0 - step / 1000.0)[:, None].astype(o.dtype)], axis=1)
-    if "obs_mean" in params:
-        scale = xp.sqrt(params["obs_var"] + spec["obs_eps"])
-        o = xp.clip((o - params["obs_mean"]) / scale, -spec["obs_clip"], spec["obs_clip"])
-    h = o.astype(xp.float32)
-    i = 0
-    while f"hidden_{i}_w" in params:
-        pre = h @ params[f"hidden_{i}_w"].T + params[f"hidden_{i}_b"]
-        h = _activation(xp, spec["activation"], pre)
-        i += 1
+    h = _hidden(xp, spec, params, obs, step)
     mu = h @ params["mean_w"].T + params["mean_b"]
     if eps is not None and spec["std"] != "none":
-        if spec["std"] == "state_dependent":
-            log_std = xp.clip(h @ params["log_std_w"].T + params["log_std_b"], -20.0, 2.0)
-        else:
-            log_std = params["log_std"]
-        mu = mu + xp.exp(log_std) * eps
+        mu = mu + xp.exp(_log_std(xp, spec, params, h)) * eps
     if spec["squash"] == "tanh":
         return xp.tanh(mu)
     if spec["squash"] == "clip":
@@ -110,6 +119,16 @@ class NumpyPackPolicy:
 
     def __call__(self, obs: np.ndarray, step: np.ndarray, eps: np.ndarray | None) -> np.ndarray:
         return policy_forward(np, self.spec, self.params, obs, step, eps).astype(np.float32)
+
+    def gaussian(self, obs: np.ndarray, step: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and std ``[n, a]`` of the Gaussian the stochastic policy samples, before its
+        squash (``tanh`` or clip to [-1, 1]); the std is 0 for a policy without one."""
+        h = _hidden(np, self.spec, self.params, obs, step)
+        mu = h @ self.params["mean_w"].T + self.params["mean_b"]
+        if self.spec["std"] == "none":
+            return mu, np.zeros_like(mu)
+        std = np.exp(_log_std(np, self.spec, self.params, h))
+        return mu, np.broadcast_to(std, mu.shape).astype(mu.dtype)
 
 
 class PackPolicy(eqx.Module):
