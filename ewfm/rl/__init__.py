@@ -33,6 +33,7 @@ from ._critic import (
 
 # -- datasets (`ewfm data`): names, the policy pack, building, loading --
 from ._data import (
+    ActionSpread as ActionSpread,
     BuildInProgressError as BuildInProgressError,
     BuildReport as BuildReport,
     DatasetEntry as DatasetEntry,
@@ -41,6 +42,7 @@ from ._data import (
     NumpyPackPolicy as NumpyPackPolicy,
     PackPolicy as PackPolicy,
     Transitions as Transitions,
+    action_spread as action_spread,
     build_dataset as build_dataset,
     builtin_names as builtin_names,
     check_shapes as check_shapes,
@@ -59,9 +61,11 @@ from ._data import (
     normalize_rewards as normalize_rewards,
     normalized_score as normalized_score,
     observation_stats as observation_stats,
+    older_names as older_names,
     pack_index as pack_index,
     pack_policy as pack_policy,
     recipes as recipes,
+    recorded_dataset_id as recorded_dataset_id,
     reference_scores as reference_scores,
     write_dataset as write_dataset,
 )

@@ -1,7 +1,8 @@
 """`ewfm train`: a short list of stages per method, run on a `RunDir`; `load_run` and
 `evaluate_run` read a run back.
 
-A run directory holds ``config.json``, ``obs_stats.json``, ``checkpoints/`` (one per stage,
+A run directory holds ``config.json``, ``obs_stats.json`` (with the id of the dataset it
+trains on, so that a resumed run keeps its data), ``checkpoints/`` (one per stage,
 rewritten after every epoch; ``policy.eqx`` at the end), ``metrics.jsonl``,
 ``summary.json`` and ``curves.png``. Every stage resumes from its checkpoint: keys depend
 only on the seed, the stage and the epoch, so a resumed run equals an uninterrupted one.
@@ -78,7 +79,7 @@ def train(
     _check_run(cfg, run, resume)  # before any work: a bad resume must not build datasets
     if reuse is not None and resume:
         raise ConfigError("--reuse starts a new run; drop it when resuming.")
-    ds_id = ensure_dataset(cfg.dataset, progress=progress)
+    ds_id = ensure_dataset(_run_dataset(cfg, run) if resume else cfg.dataset, progress=progress)
     tr = load_transitions(ds_id)
     if reuse is not None:  # a fresh run (checked above): copy the stages before any config
         _reuse_stages(cfg, run, reuse, tr.size)  # checks everything before copying
@@ -94,7 +95,7 @@ def train(
         )
     keys = SeedKeys(cfg.seed, cfg.seeds)
     data = Data.load(tr, cfg, keys)
-    run.write_json("obs_stats.json", data.stats())
+    run.write_json("obs_stats.json", {**data.stats(), "dataset_id": ds_id})
     stages = method_stages(cfg)
     with Progress(progress, log_lines=True) as bars:
         ctx = Context(cfg, run, data, keys, env_id, bars, log, stages[-1].name, stop_after)
@@ -166,6 +167,17 @@ def _trained_transitions(run: RunDir) -> int | None:
     return run.read_json("obs_stats.json").get("transitions") if p.exists() else None
 
 
+def _run_dataset(cfg: TrainConfig, run: RunDir) -> str:
+    """The dataset a resumed run trains on: the id it recorded (`recorded_dataset_id`), so
+    it keeps its data when a built-in name has since moved to a new recipe version; its
+    configured name when it never started training."""
+    from ._data import recorded_dataset_id
+
+    if not (run / "obs_stats.json").exists():
+        return cfg.dataset
+    return recorded_dataset_id(cfg.dataset, run.read_json("obs_stats.json").get("dataset_id"))
+
+
 def _reuse_stages(cfg: TrainConfig, run: RunDir, source: str | os.PathLike, n: int) -> None:
     """Copy another run's behaviour and critic checkpoints into the new run ``run``.
 
@@ -228,6 +240,7 @@ class Run:
     std: np.ndarray
     act_dim: int
     transitions: int | None  # size of the dataset build it was trained on
+    dataset_id: str = ""  # the dataset it was trained on (`recorded_dataset_id`)
 
     @property
     def obs_dim(self) -> int:
@@ -353,18 +366,22 @@ class Run:
 
 def load_run(out: str | os.PathLike) -> Run:
     """Read the run directory ``out`` written by `train` (by this or an older version)."""
+    from ._data import recorded_dataset_id
+
     run = RunDir(out)
     if not run.is_run():
         raise ConfigError(f"{run.root} holds no config.json: not an ewfm run directory.")
     run.require("obs_stats.json", hint="it stopped before training began; resume it.")
     stats = run.read_json("obs_stats.json")
+    config = read_config(run.config_path)
     return Run(
         run.root,
-        read_config(run.config_path),
+        config,
         np.asarray(stats["mean"], np.float32),
         np.asarray(stats["std"], np.float32),
         int(stats["act_dim"]),
         stats.get("transitions"),
+        recorded_dataset_id(config.dataset, stats.get("dataset_id")),
     )
 
 

@@ -3,7 +3,8 @@
 Layers, lowest first: `_deps` (the optional extra) and `_transitions`; `_pack` (the bundled
 policies and recipes) and `_store` (where Minari keeps datasets); `_names` (ids,
 environments, reference scores); `_minari_io` (reading and writing datasets) and `_envs`
-(lock-step environments); `_datasets` (loading, describing) and `_build` (recording).
+(lock-step environments); `_spread` (a behaviour's per-state action spread); `_datasets`
+(loading, describing) and `_build` (recording).
 Nothing here imports gymnasium or Minari until it is used.
 """
 
@@ -34,6 +35,8 @@ from ._names import (
     dataset_id as dataset_id,
     env_id_for as env_id_for,
     normalized_score as normalized_score,
+    older_names as older_names,
+    recorded_dataset_id as recorded_dataset_id,
     reference_scores as reference_scores,
 )
 from ._pack import (
@@ -43,5 +46,6 @@ from ._pack import (
     pack_policy as pack_policy,
     recipes as recipes,
 )
+from ._spread import ActionSpread as ActionSpread, action_spread as action_spread
 from ._store import dataset_path as dataset_path
 from ._transitions import Transitions as Transitions

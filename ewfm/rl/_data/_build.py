@@ -6,6 +6,8 @@ are recorded in order; episode ``k`` of a dataset is reset with seed ``seed + k`
 action noise comes from its own generator, so the data depend only on the seed (not on the
 number of environments or worker processes). A part keeps the longest prefix of whole
 episodes that fits its size. ``medium-expert`` is the union of ``medium`` and ``expert``.
+Each part's per-state action spread (`action_spread`, at a sample of its recorded states)
+goes into the dataset's metadata beside its policy and noise.
 """
 
 import contextlib
@@ -21,12 +23,21 @@ from ... import __version__
 from ..._experiment import Progress
 from ._envs import LockstepEnvs
 from ._minari_io import build_lock, exists_message, load_minari, write_dataset
-from ._names import builtin_for_id, dataset_id, parse_builtin, reference_scores
+from ._names import (
+    builtin_for_id,
+    dataset_id,
+    parse_builtin,
+    parse_name,
+    recipe_versions,
+    reference_scores,
+)
 from ._pack import NumpyPackPolicy, check_policy_name, pack_index, recipes
+from ._spread import action_spread, episode_states
 from ._store import is_local
 
 NOISE_STREAM = 0x5EED  # second word of an episode's noise seed: independent of the env's
 DEFAULT_ENVS = 32
+SPREAD_STATES, SPREAD_SAMPLES = 256, 64  # the action spread recorded per part: states, draws
 _BUFFERS = ("obs", "act", "rew", "term", "trunc")  # what an episode records per step
 OnSteps = Callable[[int], None]
 
@@ -55,12 +66,14 @@ def dataset_plan(name: str, *, steps: int | None = None, seed: int | None = None
     ``seed`` replaces the recipe seed (segment ``i`` of a combined dataset gets
     ``seed + 1_000_000 * i``).
     """
-    env, kind = parse_builtin(name)
-    rec = recipes()[env]
-    kinds = rec[kind].get("combine", [kind])
+    env, kind, version = parse_name(name)
+    recipe = recipe_versions(env, kind)[version]
+    combine = recipe.get("combine")
+    # a combined recipe names its segments as kinds (their current version) or KIND-vN
+    segs_of = [parse_name(f"{env}-{k}") for k in combine] if combine else [(env, kind, version)]
     segs = []
-    for i, k in enumerate(kinds):
-        r = rec[k]
+    for i, (_, k, v) in enumerate(segs_of):
+        r = recipe_versions(env, k)[v]
         parts = tuple(
             Part(
                 policy=p["policy"],
@@ -357,7 +370,27 @@ def _part_record(seg: Segment, part: Part, first_seed: int, eps: list[dict[str, 
         "source": pack_index()[part.policy]["source"]
         if part.policy != "random"
         else "uniform random actions in [-1, 1]",
+        "action_spread": _part_spread(part, eps, first_seed),
     }
+
+
+def _part_spread(part: Part, eps: list[dict[str, Any]], first_seed: int) -> dict | None:
+    """The part's per-state action spread (`action_spread`) at up to `SPREAD_STATES` of its
+    recorded states; its own random stream, so the data do not depend on it."""
+    if not eps:
+        return None
+    obs, t = episode_states(eps, SPREAD_STATES, first_seed)
+    spread = action_spread(
+        part.policy,
+        obs,
+        t,
+        stochastic=part.stochastic,
+        noise=part.noise,
+        samples=SPREAD_SAMPLES,
+        seed=first_seed,
+        action_dim=int(np.asarray(eps[0]["actions"]).shape[1]),
+    )
+    return spread.as_dict()
 
 
 def _single_threaded_blas() -> Any:
@@ -387,7 +420,7 @@ def build_dataset(
     dataset unless ``overwrite``. The recipe, the parts as recorded and the build's speed
     go into the dataset's metadata (`dataset_info` shows them).
     """
-    env, kind = parse_builtin(name)
+    env, kind, version = parse_name(name)
     id_ = dataset_id(name)
     if is_local(id_) and not overwrite:
         raise FileExistsError(exists_message(id_))
@@ -402,6 +435,7 @@ def build_dataset(
                 "name": name,
                 "env_id": env_id,
                 "kind": kind,
+                "version": version,
                 "steps_requested": steps,
                 "seed": seed,
                 "parts": report.parts,

@@ -1,12 +1,16 @@
 """Dataset names, Minari ids, evaluation environments and D4RL-normalised scores.
 
 A *built-in name* is ``ENV-KIND`` (``hopper-medium``, ``walker2d-medium-replay``) for the
-recipes in ``policies/recipes.json``; its Minari id is ``ewfm/ENV/KIND-v0``. Any other
-string containing ``/`` is taken as a Minari dataset id (``mujoco/hopper/medium-v0``).
+recipes in ``policies/recipes.json``; its Minari id is ``ewfm/ENV/KIND-vN``, ``N`` the
+recipe's version (0 unless its data were ever changed). ``ENV-KIND-vN`` names one version
+explicitly: an older recipe stays buildable under it (``halfcheetah-medium-v0``), so a run
+made on it can be repeated. Any other string containing ``/`` is taken as a Minari dataset
+id (``mujoco/hopper/medium-v0``).
 """
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from jaxtyping import ArrayLike, Float
@@ -15,7 +19,6 @@ from ._pack import recipes
 from ._store import local_metadata
 
 NAMESPACE = "ewfm"
-VERSION = 0
 KINDS: tuple[str, ...] = ("expert", "medium", "medium-expert", "medium-replay")
 
 
@@ -25,47 +28,112 @@ def env_names() -> tuple[str, ...]:
 
 
 def builtin_names() -> list[str]:
-    """Every built-in dataset name, ``ENV-KIND``."""
+    """Every built-in dataset name, ``ENV-KIND`` (each at its recipe's current version)."""
     return [f"{env}-{kind}" for env in env_names() for kind in KINDS if kind in recipes()[env]]
+
+
+def recipe_versions(env: str, kind: str) -> dict[int, dict[str, Any]]:
+    """Every version of one recipe: ``{version: recipe}``, the current one included.
+
+    The current recipe holds its ``version`` (default 0) and, under ``previous``, the
+    recipes it replaced, by version, so that their data can still be built.
+    """
+    rec = dict(recipes()[env][kind])
+    old = rec.pop("previous", {})
+    out = {int(v): dict(r, version=int(v)) for v, r in old.items()}
+    out[int(rec.get("version", 0))] = rec
+    return out
+
+
+def latest_version(env: str, kind: str) -> int:
+    """The version a plain ``ENV-KIND`` name means."""
+    return int(recipes()[env][kind].get("version", 0))
+
+
+def older_names() -> list[str]:
+    """The pinned names of replaced recipe versions (``halfcheetah-medium-v0``)."""
+    return [
+        f"{env}-{kind}-v{v}"
+        for env in env_names()
+        for kind in KINDS
+        if kind in recipes()[env]
+        for v in sorted(recipe_versions(env, kind))
+        if v != latest_version(env, kind)
+    ]
+
+
+def _split_version(rest: str) -> tuple[str, int | None]:
+    """``"medium-v0"`` -> ``("medium", 0)``; ``"medium"`` -> ``("medium", None)``."""
+    kind, sep, version = rest.rpartition("-v")
+    if sep and version.isdigit():
+        return kind, int(version)
+    return rest, None
+
+
+def parse_name(name: str) -> tuple[str, str, int]:
+    """``"hopper-medium"`` -> ``("hopper", "medium", 0)``, ``"halfcheetah-medium-v0"`` ->
+    ``("halfcheetah", "medium", 0)``; unknown names and versions are refused."""
+    env, _, rest = name.partition("-")
+    kind, version = _split_version(rest)
+    known = env in recipes() and kind in recipes()[env] and kind in KINDS
+    if known and version is None:
+        return env, kind, latest_version(env, kind)
+    if known and version in recipe_versions(env, kind):
+        assert version is not None
+        return env, kind, version
+    older = older_names()
+    raise ValueError(
+        f"unknown dataset {name!r}; built-in names are {', '.join(builtin_names())}"
+        + (f" (older versions: {', '.join(older)})" if older else "")
+        + " (or pass a Minari id such as 'mujoco/hopper/medium-v0')"
+    )
 
 
 def parse_builtin(name: str) -> tuple[str, str]:
     """``"hopper-medium-expert"`` -> ``("hopper", "medium-expert")``; unknown names are refused."""
-    env, _, kind = name.partition("-")
-    if env not in recipes() or kind not in recipes()[env] or kind not in KINDS:
-        raise ValueError(
-            f"unknown dataset {name!r}; built-in names are {', '.join(builtin_names())} "
-            "(or pass a Minari id such as 'mujoco/hopper/medium-v0')"
-        )
+    env, kind, _ = parse_name(name)
     return env, kind
 
 
 def builtin_for_id(dataset_id_: str) -> str | None:
-    """The built-in name for one of our ids (``ewfm/hopper/medium-v0`` -> ``hopper-medium``)."""
+    """The built-in name for one of our ids: ``ewfm/hopper/medium-v0`` -> ``hopper-medium``
+    (the current version), ``ewfm/halfcheetah/medium-v0`` -> ``halfcheetah-medium-v0`` (a
+    replaced one); None for other ids."""
     parts = dataset_id_.split("/")
     if len(parts) != 3 or parts[0] != NAMESPACE:
         return None
-    env, rest = parts[1], parts[2]
-    kind, sep, version = rest.rpartition("-v")
-    if not sep or not version.isdigit():
-        kind = rest
-    name = f"{env}-{kind}"
+    env, (kind, version) = parts[1], _split_version(parts[2])
     try:
-        parse_builtin(name)
+        _, _, latest = parse_name(f"{env}-{kind}")
     except ValueError:
         return None
-    return name
+    if version is None or version == latest:
+        return f"{env}-{kind}"
+    return f"{env}-{kind}-v{version}" if version in recipe_versions(env, kind) else None
 
 
 def dataset_id(name: str) -> str:
-    """The Minari id of a dataset: ``"hopper-medium"`` -> ``"ewfm/hopper/medium-v0"``.
+    """The Minari id of a dataset: ``"hopper-medium"`` -> ``"ewfm/hopper/medium-v0"``,
+    ``"halfcheetah-medium-v0"`` -> ``"ewfm/halfcheetah/medium-v0"``.
 
     A full Minari id (anything containing ``/``) passes through unchanged.
     """
     if "/" in name:
         return name
-    env, kind = parse_builtin(name)
-    return f"{NAMESPACE}/{env}/{kind}-v{VERSION}"
+    env, kind, version = parse_name(name)
+    return f"{NAMESPACE}/{env}/{kind}-v{version}"
+
+
+def recorded_dataset_id(name: str, recorded: str | None) -> str:
+    """The dataset a training run used: the id it recorded, else what ``name`` meant before
+    recipes had versions (version 0), since only runs from before then record no id."""
+    if recorded:
+        return recorded
+    if "/" in name:
+        return name
+    env, kind, version = parse_name(name)
+    pinned = _split_version(name.partition("-")[2])[1] is not None
+    return f"{NAMESPACE}/{env}/{kind}-v{version if pinned else 0}"
 
 
 def _env_key_for_gym_id(env_id: str) -> str | None:
@@ -86,7 +154,8 @@ def env_id_for(name_or_id: str) -> str:
     if "/" not in name_or_id:
         if name_or_id in recipes():
             return recipes()[name_or_id]["env"]
-        if "-v" in name_or_id and name_or_id.split("-v")[-1].isdigit():
+        is_builtin = name_or_id.partition("-")[0] in recipes()
+        if not is_builtin and "-v" in name_or_id and name_or_id.split("-v")[-1].isdigit():
             return name_or_id  # a Gymnasium id
         builtin = name_or_id
     if builtin is not None:
