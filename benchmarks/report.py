@@ -489,6 +489,50 @@ def datasets() -> str:
     return "\n\n".join([datasets_recipes(), datasets_build()])
 
 
+def datasets_spread() -> str:
+    d = load("rl_action_spread.json")
+    rows = []
+    for r in d["rows"]:
+        se = f" ± {r['normalized_se']:.1f}" if r.get("normalized_se") is not None else ""
+        for i, p in enumerate(r["parts"]):
+            s = p["action_spread"] or {}
+            span = f"{s['taken_std_min']:.2f}–{s['taken_std_max']:.2f}" if s else ""
+            taken = f"{s['taken_std_mean']:.2f} ({span})" if s else "–"
+            rows.append(
+                [f"`{r['name']}`" if i == 0 else "", f"`{r['dataset_id']}`" if i == 0 else "",
+                 p["policy"], _mode(p), f"{p['noise']:g}",
+                 f(s.get("own_std_mean"), 2), taken,
+                 f"{r['normalized_mean']:.1f}{se} ({r['episodes']})" if i == 0 else ""]
+            )  # fmt: skip
+    head = ["name", "Minari id", "policy", "mode", "noise", "own std", "taken std (min–max)",
+            "normalised return (episodes)"]  # fmt: skip
+    return "\n\n".join(
+        [
+            f"Per part, at up to {_spread_states(d)} of its recorded states with "
+            f"{_spread_samples(d)} draws each, mean over action dimensions; recipes collected "
+            f"at {d['steps_per_dataset']:,} transitions"
+            + "".join(f", {n} at {k:,}" for n, k in d.get("steps_for", {}).items())
+            + "; return: mean ± standard error over the episodes collected.",
+            table(head, rows),
+            source("rl_action_spread.json"),
+        ]
+    )
+
+
+def _mode(part: dict[str, Any]) -> str:
+    if part["policy"] == "random":
+        return "uniform"
+    return "stoch." if part["stochastic"] else "det."
+
+
+def _spread_states(d: dict[str, Any]) -> int:
+    return max((p["action_spread"] or {}).get("states", 0) for r in d["rows"] for p in r["parts"])
+
+
+def _spread_samples(d: dict[str, Any]) -> int:
+    return max((p["action_spread"] or {}).get("samples", 0) for r in d["rows"] for p in r["parts"])
+
+
 def pack_returns() -> str:
     d = load("rl_pack_returns.json")
     rows = [
@@ -693,9 +737,19 @@ def _method(r: dict[str, Any]) -> str:
 
 
 def _ds(name: str) -> str:
-    """``ewfm/hopper/medium-v0`` -> ``hopper-medium``."""
+    """``ewfm/hopper/medium-v0`` -> ``hopper-medium``; an id of a recipe version that has
+    since been replaced keeps its version (``halfcheetah-medium-v0``), as its name does."""
     parts = name.split("/")
-    return f"{parts[1]}-{parts[2].split('-v')[0]}" if len(parts) == 3 else name
+    if len(parts) != 3:
+        return name
+    kind, _, version = parts[2].rpartition("-v")
+    recipe = _recipes().get(parts[1], {}).get(kind, {})
+    current = str(recipe.get("version", 0))
+    return f"{parts[1]}-{kind}" + ("" if version == current else f"-v{version}")
+
+
+def _recipes() -> dict[str, Any]:
+    return json.loads((ROOT / "ewfm" / "rl" / "policies" / "recipes.json").read_text())
 
 
 def rl_seed_scores() -> str:
@@ -1040,6 +1094,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "datasets": datasets,
     "datasets-recipes": datasets_recipes,
     "datasets-build": datasets_build,
+    "datasets-spread": datasets_spread,
     "pack-returns": pack_returns,
     "q-truth": q_truth,
     "rl-scores": rl_scores,
