@@ -569,7 +569,7 @@ def q_truth() -> str:
     for p in files:
         d = json.loads(p.read_text())
         rows.append(
-            [d["dataset"], Path(d["run"]).name, f(d["rank_corr_critic_truth"], 3),
+            [_ds_of(d), Path(d["run"]).name, f(d["rank_corr_critic_truth"], 3),
              f(d["critic_spread_within"], 2), f(d["true_spread_within"], 2)]
         )  # fmt: skip
     return "\n\n".join(
@@ -746,6 +746,17 @@ def _ds(name: str) -> str:
     recipe = _recipes().get(parts[1], {}).get(kind, {})
     current = str(recipe.get("version", 0))
     return f"{parts[1]}-{kind}" + ("" if version == current else f"-v{version}")
+
+
+def _ds_of(d: dict[str, Any]) -> str:
+    """The dataset a results file of one run names: its ``dataset_id`` if recorded, else its
+    configured name as it was read when made (before recipe versions: version 0)."""
+    if d.get("dataset_id"):
+        return _ds(d["dataset_id"])
+    env, _, kind = str(d["dataset"]).partition("-")
+    if env not in _recipes() or "/" in kind:
+        return d["dataset"]
+    return _ds(f"ewfm/{env}/{kind}" + ("" if re.search(r"-v\d+$", kind) else "-v0"))
 
 
 def _recipes() -> dict[str, Any]:
@@ -951,7 +962,7 @@ def q_truth_gains() -> str:
         d = json.loads(p.read_text())
         g = d["gain"]
         rows.append(
-            [d["dataset"], Path(d["run"]).name, f(_across_states(p), 3),
+            [_ds_of(d), Path(d["run"]).name, f(_across_states(p), 3),
              f"{g['none beta 1.0']['critic']:+.2f} / {g['spread beta 1.0']['critic']:+.2f}",
              f"{g['none beta 1.0']['truth']:+.2f} / {g['spread beta 1.0']['truth']:+.2f}",
              f"{g['argmax']['critic']:+.2f} / {g['argmax']['truth']:+.2f}",
@@ -990,7 +1001,7 @@ def q_truth_noise() -> str:
     for p in files:
         d = json.loads(p.read_text())
         rows.append(
-            [d["dataset"], Path(d["run"]).name, d["states"], d["rollouts"],
+            [_ds_of(d), Path(d["run"]).name, d["states"], d["rollouts"],
              f(d["rank_corr_critic_truth"], 3), f(d["rank_corr_truth_split_half"], 3),
              f"{d['gain']['none beta 1.0']['truth']:+.2f}"]
         )  # fmt: skip
@@ -1030,7 +1041,7 @@ def diagnose_critic() -> str:
         for name, r in d["probes"].items():
             probe = f"{name} (±{d['radius']:g})" if name == "radius" else name
             rows.append(
-                [d["dataset"], Path(d["run"]).name, d["seed"], d["critic"], probe,
+                [_ds_of(d), Path(d["run"]).name, d["seed"], d["critic"], probe,
                  f"{d['states']} × {d['supports']} × {d['rollouts']}, {d['horizon']} steps",
                  f"{r['rank_corr']:.3f} ± {r['rank_corr_se']:.3f}", f(r["ceiling"], 3),
                  f(r["rank_fraction"], 2),
