@@ -122,11 +122,20 @@ def info(
         f"{fmt(info_.normalized_mean)} ± {fmt(info_.normalized_std)} "
         f"({fmt(info_.normalized_min)}, {fmt(info_.normalized_max)})",
     )
+    if "version" in info_.recipe:
+        table.add_row("recipe", f"{info_.recipe.get('name')} (version {info_.recipe['version']})")
     for p in info_.recipe.get("parts", []):
+        spread = p.get("action_spread")  # builds before action spreads were recorded lack it
+        taken = (
+            f"; per-state action std {spread['taken_std_mean']:.2f} taken, "
+            f"{spread['own_std_mean']:.2f} own"
+            if spread and spread.get("own_std_mean") is not None
+            else ""
+        )
         table.add_row(
             f"part {p['policy']}",
             f"{'stochastic' if p['stochastic'] else 'deterministic'}, noise {p['noise']}, "
             f"{p['transitions']} transitions, {p['episodes']} episodes, seeds from "
-            f"{p['first_seed']}",
+            f"{p['first_seed']}{taken}",
         )
     Console().print(table)
