@@ -32,7 +32,7 @@ from ewfm.rl import (
 def load_with_data(path: str):
     """A run (`ewfm.rl.load_run`) and the transitions of its dataset."""
     run = load_run(path)
-    return run, load_transitions(ensure_dataset(run.config.dataset, progress=False))
+    return run, load_transitions(ensure_dataset(run.dataset_id, progress=False))
 
 
 def critic_report(run: Run, tr, seed: int) -> None:

@@ -145,11 +145,11 @@ def main() -> None:
     t_start = time.perf_counter()
     run = load_run(args.run)
     cfg, mean, std = run.config, run.mean, run.std
-    ds_id = ensure_dataset(cfg.dataset, progress=False)
+    ds_id = ensure_dataset(run.dataset_id, progress=False)  # the data it was trained on
     tr = load_transitions(ds_id)
     field = seed_slice(run.behaviour(), args.seed)
     qnet = seed_slice(run.q_net(), args.seed)
-    part = dataset_plan(cfg.dataset)[0].parts[0]
+    part = dataset_plan(ds_id)[0].parts[0]
     mu = NumpyPackPolicy(part.policy)
     stochastic = args.continuation == "stochastic" and part.stochastic
     policy = lambda o, t, eps: mu(o, t.astype(np.float64), eps if stochastic else None)

@@ -115,6 +115,7 @@ def test_old_halfcheetah_medium_stays_reachable():
     assert rl.dataset_id("hopper-medium") == "ewfm/hopper/medium-v0"
     assert "halfcheetah-medium-v0" in rl.older_names()
     (old,) = rl.dataset_plan("halfcheetah-medium-v0")
+    assert rl.dataset_plan("ewfm/halfcheetah/medium-v0") == [old]  # a run's recorded id
     assert old.seed == 100000 and len(old.parts) == 1
     part = old.parts[0]
     assert {"policy": part.policy, "stochastic": part.stochastic, "noise": part.noise} == (

@@ -82,7 +82,7 @@ def train(
     ds_id = ensure_dataset(_run_dataset(cfg, run) if resume else cfg.dataset, progress=progress)
     tr = load_transitions(ds_id)
     if reuse is not None:  # a fresh run (checked above): copy the stages before any config
-        _reuse_stages(cfg, run, reuse, tr.size)  # checks everything before copying
+        _reuse_stages(cfg, run, reuse, tr.size, ds_id)  # checks everything before copying
     if not run.is_run():
         run.write_json("config.json", config_to_json(cfg))
     env_id = env_id_for(ds_id)
@@ -178,7 +178,9 @@ def _run_dataset(cfg: TrainConfig, run: RunDir) -> str:
     return recorded_dataset_id(cfg.dataset, run.read_json("obs_stats.json").get("dataset_id"))
 
 
-def _reuse_stages(cfg: TrainConfig, run: RunDir, source: str | os.PathLike, n: int) -> None:
+def _reuse_stages(
+    cfg: TrainConfig, run: RunDir, source: str | os.PathLike, n: int, ds_id: str
+) -> None:
     """Copy another run's behaviour and critic checkpoints into the new run ``run``.
 
     Allowed only when every setting those stages depend on is equal and both methods use
@@ -205,6 +207,11 @@ def _reuse_stages(cfg: TrainConfig, run: RunDir, source: str | os.PathLike, n: i
     if _trained_transitions(src) not in (None, n):
         raise ConfigError(
             f"--reuse {src.root}: trained on another build of {cfg.dataset}; drop --reuse."
+        )
+    if (src / "obs_stats.json").exists() and _run_dataset(old, src) != ds_id:
+        raise ConfigError(
+            f"--reuse {src.root}: trained on {_run_dataset(old, src)} but this run uses "
+            f"{ds_id}; pass --dataset {_run_dataset(old, src)} or drop --reuse."
         )
     if not src.stage_path("behaviour").exists():
         raise ConfigError(f"--reuse {src.root}: has no behaviour checkpoint yet.")

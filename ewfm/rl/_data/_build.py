@@ -60,12 +60,17 @@ class Segment:
 
 
 def dataset_plan(name: str, *, steps: int | None = None, seed: int | None = None) -> list[Segment]:
-    """The segments and part sizes of a built-in dataset.
+    """The segments and part sizes of a built-in dataset (by name, or by its Minari id).
 
     ``steps`` scales every part by ``steps / recipe_total`` (mixture proportions are kept);
     ``seed`` replaces the recipe seed (segment ``i`` of a combined dataset gets
     ``seed + 1_000_000 * i``).
     """
+    if "/" in name:
+        builtin = builtin_for_id(name)
+        if builtin is None:
+            raise ValueError(f"{name!r} is not the id of a built-in recipe; it has no plan")
+        name = builtin
     env, kind, version = parse_name(name)
     recipe = recipe_versions(env, kind)[version]
     combine = recipe.get("combine")
