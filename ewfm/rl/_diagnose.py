@@ -222,7 +222,7 @@ def _load_inputs(run_dir: str | os.PathLike, seed: int) -> _Inputs:
     error naming what is missing."""
     import json
 
-    from ._data import dataset_id, env_id_for, load_transitions
+    from ._data import env_id_for, load_transitions
     from ._data._store import local_metadata
     from ._policy import seed_slice
     from ._run import load_run
@@ -235,12 +235,12 @@ def _load_inputs(run_dir: str | os.PathLike, seed: int) -> _Inputs:
         raise ConfigError(
             f"seed {seed} is out of range: {run.root} holds seeds 0..{cfg.seeds - 1}."
         )
-    id_ = dataset_id(cfg.dataset)
+    id_ = run.dataset_id  # the data it was trained on (an older recipe version too)
     meta = local_metadata(id_)
     if meta is None:
         raise ConfigError(
-            f"dataset {cfg.dataset} is not on this machine; build it with `ewfm data build "
-            f"{cfg.dataset}` (or set MINARI_DATASETS_PATH to where the run's data are)."
+            f"dataset {id_} (the run's {cfg.dataset}) is not on this machine; build it with "
+            f"`ewfm data build {id_}` (or set MINARI_DATASETS_PATH to where the run's data are)."
         )
     _check_size(run, id_, meta.get("total_steps"))
     qnet = seed_slice(run.q_net(), seed)
