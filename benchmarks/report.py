@@ -116,6 +116,46 @@ def rl_seeds() -> str:
     )
 
 
+def rl_stage_speed() -> str:
+    files = sorted(RESULTS.glob("rl_stage_speed_*.json"))
+    if not files:
+        return "Not measured yet: `python benchmarks/rl_stage_speed.py`."
+    rows = []
+    for p in files:
+        d = json.loads(p.read_text())
+        for r in d["stages"]:
+            rows.append(
+                [d["preset"], r["stage"], f(r["steps_per_s"], 0), f(r["gflop_per_step"] * 1e3, 0),
+                 f(r["achieved_gflops"], 0), "×".join(map(str, r["matmul_shape"])),
+                 f(r["matmul_gflops_at_shape"], 0), f(r["limit_steps_per_s"], 0),
+                 f"{r['efficiency']:.0%}", f(d["peak_matmul_gflops"], 0)]
+            )  # fmt: skip
+    return "\n\n".join(
+        [
+            "Each stage's training step (one seed, its jitted epoch program) against a float32 "
+            "matmul of its largest layer shape (rows × width × width) timed in the same "
+            "process: MFLOP per step is XLA's count for the gradient of the stage's loss on "
+            "one batch; the limit is that count at the matmul's rate.",
+            table(
+                [
+                    "preset",
+                    "stage",
+                    "steps/s",
+                    "MFLOP/step",
+                    "GFLOP/s",
+                    "matmul shape",
+                    "matmul GFLOP/s",
+                    "limit steps/s",
+                    "of limit",
+                    "peak (1024³)",
+                ],
+                rows,
+            ),
+            "<br>".join(source(p.name) for p in files),
+        ]
+    )
+
+
 def toy_sampling() -> str:
     d = load("toy.json")
     rows = [
@@ -891,7 +931,8 @@ def rl_renewals() -> str:
             rows.append(
                 [_ds(r["dataset"]), _method(r), f"{r['beta']:g}", r["q_norm"], n,
                  f(x.get("q_mean"), 1), f(x.get("q_std_within"), 2), f(x.get("w_max_mean"), 1),
-                 f(x.get("w_data_mean"), 2)]
+                 f(x.get("w_data_mean"), 2),
+                 "–" if x.get("q_trust") is None else " / ".join(f"{t:.2f}" for t in x["q_trust"])]
             )  # fmt: skip
     m = next((r["renewals"] for r in d["runs"] if r.get("renewals")), None)
     if m is None:
@@ -900,7 +941,8 @@ def rl_renewals() -> str:
         [
             "The support set at each renewal (raw Q, seeds pooled): mean Q, Q's spread within "
             "a state (std over its supports, averaged over states), and the mean largest and "
-            "dataset-action weight out of M = 16 (uniform weights: 1 each).",
+            "dataset-action weight out of M = 16 (uniform weights: 1 each). With `q_trust "
+            "twins`, the twins' ranking reliability per seed, the factor on β.",
             table(
                 [
                     "dataset",
@@ -912,6 +954,7 @@ def rl_renewals() -> str:
                     "Q spread within",
                     "largest weight",
                     "dataset-action weight",
+                    "twins' reliability",
                 ],
                 rows,
             ),
@@ -1089,6 +1132,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "core-speed": core_speed,
     "policy-latency": policy_latency,
     "rl-seeds": rl_seeds,
+    "rl-stage-speed": rl_stage_speed,
     "toy-sampling": toy_sampling,
     "toy-sweep-sw2": toy_sweep_sw2,
     "toy-sweep-energy": toy_sweep_energy,
