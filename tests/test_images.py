@@ -267,6 +267,95 @@ def test_cep_guidance_is_the_energy_gradient_and_vanishes_at_beta_zero():
         quick(method="cep", cep_group=24)
 
 
+def _cfg_run(**overrides):
+    """A cfg run on 8x8 images whose U-Net has every weight moved by noise (at
+    initialisation its output layer is zero). 16 channels: with 8, GroupNorm's 8 groups
+    hold one channel each and remove the embedding's per-channel bias, class and all."""
+    cfg = quick(method="cfg", size=8, channels=(16,), **overrides)
+    net = im.init_net(cfg, jr.PRNGKey(0))
+    arrays, rest = eqx.partition(net, eqx.is_inexact_array)
+    leaves, tree = jax.tree_util.tree_flatten(arrays)
+    keys = jr.split(jr.PRNGKey(1), len(leaves))
+    moved = [a + 0.1 * jr.normal(k, a.shape) for a, k in zip(leaves, keys, strict=True)]
+    return im.Run(cfg, eqx.combine(jax.tree_util.tree_unflatten(tree, moved), rest), {})
+
+
+def _onehot(cfg, hue):
+    """The one-hot condition of the hue class containing ``hue`` (the null condition: 0)."""
+    c = int(im.hue_class(np.array([hue]), np.array([True]), cfg.n_bins)[0])
+    return jnp.zeros(im.n_classes(cfg.n_bins)).at[c].set(1.0)
+
+
+def test_cfg_guidance_is_the_affine_mix_of_its_conditional_and_null_fields():
+    run = _cfg_run(target_hue=240.0)
+    net, cond = run.net, _onehot(run.cfg, 240.0)
+    x = jr.normal(jr.PRNGKey(1), (8 * 8 * 3,))
+    t = 0.4
+    null = net(x, t, jnp.zeros_like(cond))
+    conditional = net(x, t, cond)
+    assert float(jnp.abs(conditional - null).max()) > 1e-2  # the class changes the field
+    # scale 0 is the unconditional model and scale 1 the conditional one, exactly; scale w
+    # extrapolates: (1 - w) null + w conditional
+    np.testing.assert_array_equal(im.guided_field(run, scale=0.0)(x, t, cond), null)
+    np.testing.assert_allclose(im.guided_field(run)(x, t, cond), conditional, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        im.guided_field(run, scale=2.5)(x, t, cond),
+        2.5 * conditional - 1.5 * null,
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    # through generate: at scale 0 the target's class is ignored (the same samples for
+    # another target hue), at scale 1 it is not
+    other = im.Run(quick(method="cfg", size=8, channels=(16,), target_hue=60.0), run.net, {})
+    key = jr.PRNGKey(2)
+    at_0 = im.generate(run, key, 4, scale=0.0, chunk=4)
+    np.testing.assert_array_equal(at_0, im.generate(other, key, 4, scale=0.0, chunk=4))
+    at_1 = im.generate(run, key, 4, scale=1.0, chunk=4)
+    assert not np.array_equal(at_1, im.generate(other, key, 4, scale=1.0, chunk=4))
+
+
+def test_cfg_loss_without_dropout_is_conditional_flow_matching():
+    # cfg_dropout = 0: every row keeps its class, so the loss is ewfm.cfm_loss conditioned
+    # on the one-hot classes; with dropout some rows get the null condition instead
+    run = _cfg_run(cfg_dropout=0.0)
+    k = jr.split(jr.PRNGKey(3), 3)
+    x = jr.normal(k[0], (16, 8 * 8 * 3))
+    onehot = jax.nn.one_hot(jr.randint(k[1], (16,), 0, 13), 13)
+    batch = {"x": x, "energy": jnp.zeros(16), "onehot": onehot}
+    _, k_noise = jr.split(k[2])  # the loss's own split: (dropout, noise)
+    path = im.sampler(run.cfg).path
+    cfm = ewfm.cfm_loss(run.net, path, x, k_noise, cond=onehot)
+    got = im.loss_function(run.cfg)(run.net, batch, k[2])
+    assert float(got) == pytest.approx(float(cfm), rel=1e-6)
+    dropped = im.loss_function(quick(method="cfg", cfg_dropout=0.5))(run.net, batch, k[2])
+    null = ewfm.cfm_loss(run.net, path, x, k_noise, cond=jnp.zeros_like(onehot))
+    assert abs(float(null) - float(cfm)) > 1e-4 * float(cfm)  # the class matters
+    for other in (cfm, null):  # some rows dropped, not all
+        assert abs(float(dropped) - float(other)) > 1e-6 * float(cfm)
+
+
+def test_match_scale_finds_the_scale_of_the_goal_on_the_interpolated_curve():
+    # a CFG-like curve: mean energy falls with the scale, not linearly
+    scales = [0.0, 0.5, 1.0, 2.0, 4.0]
+    energies = [0.50, 0.42, 0.30, 0.22, 0.21]
+    for goal in (0.50, 0.47, 0.42, 0.35, 0.30, 0.25, 0.215, 0.21):
+        w = im.match_scale(scales, energies, goal)
+        assert 0.0 <= w <= 4.0
+        # the piecewise-linear curve through the points has the goal's energy at w
+        assert float(np.interp(w, scales, energies)) == pytest.approx(goal, abs=1e-12)
+    # on a straight line the closed form: e = 0.5 - 0.1 s  =>  s = (0.5 - e) / 0.1
+    line = [0.5 - 0.1 * s for s in scales]
+    for goal in (0.48, 0.33, 0.12):
+        assert im.match_scale(scales, line, goal) == pytest.approx((0.5 - goal) / 0.1)
+    # a goal outside the curve: the grid scale with the nearest energy (clamped)
+    assert im.match_scale(scales, energies, 0.6) == 0.0
+    assert im.match_scale(scales, energies, 0.1) == 4.0
+    # not monotone: 0.35 is crossed on [0, 0.5] (at 0.375), [0.5, 1] and [1, 2]; the first
+    bumpy = [0.5, 0.3, 0.4, 0.2, 0.2]
+    w = im.match_scale(scales, bumpy, 0.35)
+    assert w == pytest.approx(0.375) and float(np.interp(w, scales, bumpy)) == pytest.approx(0.35)
+
+
 def test_beta_draws_point_mass_and_exact_normaliser():
     k = jr.split(jr.PRNGKey(0), 5)
     model = _stand_in(k[0], k[1])
