@@ -25,7 +25,9 @@ def verify_theorems(
         help="Run only these checks (repeat the option or separate names by commas).",
     ),
     trained: bool = typer.Option(
-        False, "--trained", help="Also train small networks (efm, ed, qfm losses; ~3 min)."
+        False,
+        "--trained",
+        help="Also train small networks (efm, ed and qfm losses; run times in docs/theory.md).",
     ),
     json_out: str | None = typer.Option(
         None, "--json", help="Write the results as JSON to PATH ('-' for stdout)."
