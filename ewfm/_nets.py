@@ -1,4 +1,4 @@
-"""Equinox networks: time embedding, MLP fields, QGPO's residual field, twin Q and energy nets.
+"""Equinox networks: time embedding, MLP fields, QGPO's residual field, twin Q, V and energy nets.
 
 Every field acts on ONE sample: ``field(x [dim], t [], cond [cond_dim] | None, *, beta=None)``
 returns ``[dim]`` (velocity, noise or score, whatever it was trained to predict). Vmap it for
@@ -200,13 +200,28 @@ class ResidualMLPField(eqx.Module):
         return self.last(jnp.concatenate([h, skips[0]]))
 
 
+def _normed_mlp(mlp: eqx.nn.MLP, norms: tuple[eqx.nn.LayerNorm, ...], x: Array) -> Array:
+    """``mlp(x)`` with a LayerNorm after each hidden layer's affine map (before its
+    activation), as in critics that stay stable under long temporal-difference training."""
+    for layer, norm in zip(mlp.layers[:-1], norms, strict=True):
+        x = mlp.activation(norm(layer(x)))
+    return mlp.layers[-1](x)
+
+
+def _norms(width: int, depth: int, layer_norm: bool) -> tuple[eqx.nn.LayerNorm, ...] | None:
+    return tuple(eqx.nn.LayerNorm(width) for _ in range(depth)) if layer_norm else None
+
+
 class TwinQ(eqx.Module):
     """Two independent Q networks ``Q_k(s, a)`` evaluated together (clipped double Q).
 
     ``__call__`` returns both values ``[2]``; `min` returns the smaller (the critic estimate).
+    The two members are stacked on a leading axis, so a batch of pairs runs as one batched
+    matmul per layer. ``layer_norm=True`` puts a LayerNorm after every hidden layer.
     """
 
     nets: eqx.nn.MLP  # two MLPs stacked on a leading axis
+    norms: tuple[eqx.nn.LayerNorm, ...] | None  # their LayerNorms, stacked alike (or none)
 
     def __init__(
         self,
@@ -216,19 +231,48 @@ class TwinQ(eqx.Module):
         width: int = 256,
         depth: int = 3,
         activation: Activation = jax.nn.relu,
+        layer_norm: bool = False,
         key: PRNGKeyArray,
     ):
-        make = lambda k: eqx.nn.MLP(
-            state_dim + action_dim, "scalar", width, depth, activation=activation, key=k
+        make = lambda k: (
+            eqx.nn.MLP(
+                state_dim + action_dim, "scalar", width, depth, activation=activation, key=k
+            ),
+            _norms(width, depth, layer_norm),
         )
-        self.nets = eqx.filter_vmap(make)(jr.split(key, 2))
+        self.nets, self.norms = eqx.filter_vmap(make)(jr.split(key, 2))
 
     def __call__(self, s: Float[Array, " state"], a: Float[Array, " action"]) -> Float[Array, "2"]:
         sa = jnp.concatenate([s, a])
-        return eqx.filter_vmap(lambda net: net(sa))(self.nets)
+        if self.norms is None:
+            return eqx.filter_vmap(lambda net: net(sa))(self.nets)
+        return eqx.filter_vmap(lambda net, n: _normed_mlp(net, n, sa))(self.nets, self.norms)
 
     def min(self, s: Float[Array, " state"], a: Float[Array, " action"]) -> Float[Array, ""]:
         return jnp.min(self(s, a))
+
+
+class StateValue(eqx.Module):
+    """A state-value network ``V(s)``: an MLP to a scalar (optionally with LayerNorms)."""
+
+    net: eqx.nn.MLP
+    norms: tuple[eqx.nn.LayerNorm, ...] | None
+
+    def __init__(
+        self,
+        state_dim: int,
+        *,
+        width: int = 256,
+        depth: int = 2,
+        activation: Activation = jax.nn.relu,
+        layer_norm: bool = False,
+        key: PRNGKeyArray,
+    ):
+        self.net = eqx.nn.MLP(state_dim, "scalar", width, depth, activation=activation, key=key)
+        self.norms = _norms(width, depth, layer_norm)
+
+    def __call__(self, s: Float[Array, " state"]) -> Float[Array, ""]:
+        return self.net(s) if self.norms is None else _normed_mlp(self.net, self.norms, s)
 
 
 class EnergyNet(eqx.Module):
