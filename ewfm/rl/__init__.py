@@ -7,11 +7,14 @@ Minari), which is imported lazily, so ``import ewfm.rl`` itself stays light.
 # -- training pipeline (`ewfm train`) --
 from .._experiment import ConfigError as ConfigError
 from ._config import (
+    CRITIC_ONLY as CRITIC_ONLY,
     CRITICS as CRITICS,
     METHODS as METHODS,
     PRESETS as PRESETS,
     Q_NORMS as Q_NORMS,
     Q_TRUST as Q_TRUST,
+    REWARD_SCALES as REWARD_SCALES,
+    WARM_STARTS as WARM_STARTS,
     TrainConfig as TrainConfig,
     read_config as read_config,
     resolve_config as resolve_config,
@@ -22,13 +25,19 @@ from ._critic import (
     Critic as Critic,
     CriticBatch as CriticBatch,
     ReturnBatch as ReturnBatch,
+    TransitionBatch as TransitionBatch,
+    WarmBatch as WarmBatch,
     critic_loss as critic_loss,
     discounted_returns as discounted_returns,
+    expectile_loss as expectile_loss,
+    iql_loss as iql_loss,
     make_critic as make_critic,
     q_values as q_values,
     return_loss as return_loss,
+    reward_factor as reward_factor,
     soft_target_optimizer as soft_target_optimizer,
     support_target as support_target,
+    value_warm_loss as value_warm_loss,
 )
 
 # -- datasets (`ewfm data`): names, the policy pack, building, loading --
@@ -111,7 +120,9 @@ from ._run import (
     train as train,
 )
 from ._stages import (
+    CRITIC_STAGES as CRITIC_STAGES,
     STAGES as STAGES,
+    CriticStage as CriticStage,
     Stage as Stage,
     StopTraining as StopTraining,
 )

@@ -53,10 +53,33 @@ Q_TRUST: dict[str, str] = {
 """How far QIPO trusts the critic's ranking of a state's supports (the ``q_trust`` setting)."""
 
 CRITICS: dict[str, str] = {
-    "in-support": "twin Q networks by in-support softmax Q-learning (QGPO) on actions drawn "
-    "from the behaviour model, after critic_mc_epochs of regression on Monte-Carlo returns",
+    "in-support": "twin Q networks by in-support softmax Q-learning (QGPO, the paper's): the "
+    "target is a softmax over critic_support actions drawn from the behaviour model per next "
+    "state, pre-sampled once for every transition of the subset",
+    "iql": "implicit Q-learning (IQL): a state value V by expectile regression of the twin "
+    "target Q on the dataset's own actions, and Q by r + gamma V(s'); in-sample (no action "
+    "outside the data is evaluated, nothing pre-sampled)",
 }
-"""How the critic is trained (the ``critic`` setting); each names a stage in ``_stages.py``."""
+"""How the critic is trained (the ``critic`` setting); each names a stage in ``_critics.py``."""
+
+CRITIC_ONLY: dict[str, str] = {"expectile": "iql"}
+"""Settings that only one critic reads, by the critic that reads them: another critic
+refuses a value other than the default (it would be silently ignored)."""
+
+REWARD_SCALES: dict[str, str] = {
+    "none": "the dataset's rewards as they are",
+    "returns": "rewards times 1000 / (max - min) of the dataset's episode returns (the "
+    "D4RL convention of IQL and QGPO): Q has about the same scale on every dataset",
+}
+"""How the critic's rewards are scaled (the ``reward_scale`` setting)."""
+
+WARM_STARTS: dict[str, str] = {
+    "v": "a state-only V regressed on the returns, and Q on the one-step backup "
+    "r + gamma V(s') of that V",
+    "q": "Q(s, a) regressed on the returns (older runs; lets Q read the state off the "
+    "action, which then ranks a state's actions by the states they come from)",
+}
+"""What the Monte-Carlo warm start fits (the ``critic_warm_start`` setting)."""
 
 NETS: dict[str, str] = {
     "mlp": "an MLP of width x depth (MLPField)",
@@ -76,15 +99,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     # CPU-sized: about 15-25 minutes on 2 cores for QIPO-OT on hopper-medium.
     "quick": {},
     # The paper's / QGPO's scale: QGPO's residual score network, 15-step DPM-Solver for the
-    # VP models, RK2 (midpoint) for QIPO-OT, full dataset, long schedules. Days on a CPU;
-    # meant for an accelerator.
+    # VP models, RK2 (midpoint) for QIPO-OT, full dataset, long schedules, QGPO's 500k
+    # in-support critic steps on every transition. Days on a CPU; meant for an accelerator.
     "paper": {
         "subset": 0,
         "net": "resnet",
         "batch_size": 4096,
         "bc_epochs": 600,
         "critic_mc_epochs": 0,
-        "critic_epochs": 100,
+        "critic_epochs": 500,
         "critic_batch": 256,
         "critic_support": 16,
         "critic_depth": 3,
@@ -107,7 +130,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 # keys of older run directories: renamed ones (old -> new) and the values of keys they lack
 _RENAMED: dict[str, str] = {"algo": "method"}
-_LEGACY: dict[str, Any] = {"q_norm": "none", "critic": "in-support", "q_trust": "full"}
+_LEGACY: dict[str, Any] = {
+    "q_norm": "none",
+    "critic": "in-support",
+    "q_trust": "full",
+    "reward_scale": "none",
+    "critic_warm_start": "q",
+}
 _LEGACY_VALUES: dict[str, dict[Any, Any]] = {"solver": {"": "auto"}}
 
 
@@ -135,7 +164,8 @@ class TrainConfig:
     subset: int = setting(
         100_000,
         "random transitions used by the critic and the support sets (0 = all); the behaviour "
-        "model always sees every transition",
+        "model always sees every transition. The in-support critic pre-samples critic_support "
+        "actions for each of them (its cost grows with it); iql's cost does not",
     )
     steps_per_epoch: int = setting(
         1000, "optimiser steps per epoch, the unit of every *_epochs setting"
@@ -152,15 +182,30 @@ class TrainConfig:
     bc_epochs: int = setting(25, "epochs of behaviour cloning (the warm-up)")
     # -- critic
     critic: str = setting("in-support", "how the critic is trained", choices=CRITICS)
+    reward_scale: str = setting(
+        "returns",
+        "how the critic's rewards are scaled (applied once, to every critic; the factor is "
+        "recorded in obs_stats.json). q_norm spread/state make QIPO's weights free of Q's "
+        "unit, but beta_q and cep_beta are in units of 1/Q",
+        choices=REWARD_SCALES,
+    )
     critic_mc_epochs: int = setting(
         5,
-        "warm start: epochs of regressing Q on the dataset's Monte-Carlo returns before "
-        "Q-learning (0 = off). Without it, 10k TD steps left hopper's Q at correlation 0.12 "
-        "with the returns; with it 0.97",
+        "warm start: epochs of fitting the dataset's Monte-Carlo returns before Q-learning "
+        "(0 = off; what is fitted: critic_warm_start). Without it, 10k TD steps left "
+        "hopper's Q at correlation 0.12 with the returns; with the q warm start 0.97",
     )
-    critic_epochs: int = setting(10, "epochs of in-support softmax Q-learning")
-    critic_width: int = setting(256, "hidden units per layer of each Q network")
-    critic_depth: int = setting(2, "hidden layers of each Q network")
+    critic_warm_start: str = setting(
+        "v", "what the Monte-Carlo warm start fits", choices=WARM_STARTS
+    )
+    critic_epochs: int = setting(
+        10, "epochs of the critic's temporal-difference learning (in-support or IQL)"
+    )
+    critic_width: int = setting(256, "hidden units per layer of each Q (and V) network")
+    critic_depth: int = setting(2, "hidden layers of each Q (and V) network")
+    critic_layer_norm: bool = setting(
+        False, "a LayerNorm after every hidden layer of the critic's Q and V networks"
+    )
     critic_lr: float = setting(3e-4, "Adam learning rate of the critic")
     critic_batch: int = setting(256, "transitions per critic step")
     critic_support: int = setting(
@@ -173,7 +218,13 @@ class TrainConfig:
     beta_q: float = setting(
         10.0,
         "inverse temperature of the Q target's softmax over the next state's supports "
-        "(0 = their mean, large = their max)",
+        "(0 = their mean, large = their max); in units of 1/Q, so its sharpness depends on "
+        "reward_scale",
+    )
+    expectile: float = setting(
+        0.7,
+        "iql: the expectile of Q that V fits, in (0, 1): 0.5 = the behaviour policy's value "
+        "(SARSA), toward 1 = the best action in the data (IQL's published 0.7)",
     )
     # -- QIPO iterations (Algorithm 2)
     support: int = setting(16, "support actions per state (M) re-drawn at each renewal")
@@ -308,6 +359,25 @@ def _check_ranges(cfg: TrainConfig) -> None:
         raise ConfigError("solver dpm2 needs a VP method (qipo-diff or qgpo); use midpoint.")
     if cfg.seeds > 64:
         raise ConfigError(f"seeds must be at most 64 (one vmapped program), got {cfg.seeds}.")
+    _check_critic(cfg)
+
+
+def _check_critic(cfg: TrainConfig) -> None:
+    """Refuse critic settings that the chosen critic would ignore or cannot use."""
+    if not 0.0 < cfg.expectile < 1.0:
+        raise ConfigError(f"expectile must lie in (0, 1), got {cfg.expectile}.")
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    for key, critic in CRITIC_ONLY.items():
+        if cfg.critic != critic and getattr(cfg, key) != defaults[key]:
+            raise ConfigError(
+                f"{key} is a setting of the {critic} critic but this run uses critic "
+                f"{cfg.critic}; set critic = {critic} or drop {key}."
+            )
+    if cfg.critic == "iql" and cfg.critic_warm_start == "q" and cfg.critic_mc_epochs:
+        raise ConfigError(
+            "critic_warm_start q (fitting Q(s, a) to returns) is kept for older in-support "
+            "runs only; use critic_warm_start v with iql."
+        )
 
 
 def _refuse_renamed(values: Mapping[str, Any], where: str) -> None:

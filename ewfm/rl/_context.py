@@ -20,6 +20,7 @@ from .._experiment import Progress, RunDir
 from .._sample import Sampler
 from .._train import TrainState
 from ._config import TrainConfig
+from ._critic import reward_factor
 from ._data import Transitions
 from ._policy import evaluate_policy, make_policy, per_seed, policy_sampler, seed_slice
 from ._qipo import draw_supports_jit
@@ -100,7 +101,9 @@ def support_rows(cfg: TrainConfig, keys: SeedKeys, n: int) -> np.ndarray:
 @dataclasses.dataclass
 class Data:
     """The dataset as the stages read it: observations standardised with the dataset's
-    statistics, and the ``subset`` rows the critic and the support sets use."""
+    statistics, the ``subset`` rows the critic and the support sets use, and the factor
+    the critic multiplies rewards by (``reward_scale``; None for ``bc``, which has no
+    critic)."""
 
     transitions: Transitions
     mean: np.ndarray
@@ -108,6 +111,7 @@ class Data:
     states: Float[Array, "n obs"]
     actions: Float[Array, "n act"]
     subset: np.ndarray
+    reward_scale: float | None = None
 
     @classmethod
     def load(cls, tr: Transitions, cfg: TrainConfig, keys: SeedKeys) -> "Data":
@@ -115,19 +119,22 @@ class Data:
         mean, std = obs.mean(0), obs.std(0) + 1e-3
         states = jnp.asarray((obs - mean) / std)
         actions = jnp.asarray(tr.actions, jnp.float32)
-        return cls(tr, mean, std, states, actions, subset_rows(cfg, keys, tr.size))
+        scale = None if cfg.method == "bc" else reward_factor(tr, cfg.reward_scale)
+        return cls(tr, mean, std, states, actions, subset_rows(cfg, keys, tr.size), scale)
 
     def norm(self, x: Any) -> Float[Array, "n obs"]:
         return jnp.asarray((np.asarray(x, np.float32) - self.mean) / self.std)
 
     def stats(self) -> dict[str, Any]:
-        """``obs_stats.json``: what a policy needs to read raw observations."""
-        return {
+        """``obs_stats.json``: what a policy needs to read raw observations (and the
+        critic's reward factor)."""
+        out = {
             "mean": self.mean.tolist(),
             "std": self.std.tolist(),
             "act_dim": int(self.actions.shape[1]),
             "transitions": self.transitions.size,
         }
+        return out if self.reward_scale is None else {**out, "reward_scale": self.reward_scale}
 
 
 @dataclasses.dataclass

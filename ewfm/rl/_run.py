@@ -44,14 +44,15 @@ from ._policy import (
     stacked_fields,
 )
 from ._qipo import SupportSet
-from ._stages import CRITIC_STAGES, STAGES, Behaviour, method_stages, run_stage
+from ._stages import CRITIC_STAGES, STAGES, Behaviour, method_stages, run_stage, stage_class
 
 # settings that decide the behaviour model, the critic's supports and the critic
 _SHARED_STAGE_KEYS = (
     "dataset", "seed", "seeds", "subset", "steps_per_epoch", "net", "width", "depth", "lr",
     "batch_size", "ema_decay", "bc_epochs", "critic", "critic_mc_epochs", "critic_epochs",
     "critic_width", "critic_depth", "critic_lr", "critic_batch", "critic_support", "gamma",
-    "tau", "beta_q", "solver", "sample_steps",
+    "tau", "beta_q", "solver", "sample_steps", "reward_scale", "critic_warm_start",
+    "critic_layer_norm", "expectile",
 )  # fmt: skip
 
 
@@ -280,7 +281,8 @@ class Run:
         path = self.stage_path(stage)
         if not path.is_file():
             raise ConfigError(f"{self.root} has no {stage} checkpoint ({path}).")
-        (state, extra), meta = load_checkpoint(path, STAGES[stage].like(self.config, self.dims))
+        like = stage_class(stage, self.config).like(self.config, self.dims)
+        (state, extra), meta = load_checkpoint(path, like)
         return state, extra, meta
 
     def behaviour(self) -> Any:
