@@ -18,13 +18,15 @@ from typing import Any
 
 from _record import RESULTS, write_result
 
+from ewfm.rl import read_config, resolve_config
+
 # support-set statistics logged at each renewal: mean raw Q, the mean over states of Q's std
 # over a state's supports, and the mean largest / dataset-action weight (out of M)
 RENEWAL_KEYS = ("q_mean", "q_std_within", "w_max_mean", "w_data_mean", "q_trust")
 
-# settings that make a run a variant of its method, with the value that is not one (a run
-# dir written before a setting existed ran with that value)
-VARIANT_DEFAULTS = {"critic": "in-support", "q_trust": "full"}
+# settings that make a run a variant of its method: those of them whose value (read with
+# `ewfm.rl.read_config`, so older run dirs get what they ran with) differs from the quick preset's
+VARIANT_KEYS = ("critic", "reward_scale", "critic_warm_start", "q_trust")
 
 
 def _mean_se(xs: list[float]) -> tuple[float, float]:
@@ -60,9 +62,7 @@ def collect(run: Path) -> dict[str, Any]:
         "episode_score_std": s["score_std"],
         "beta": cfg.get("beta"),
         "q_norm": cfg.get("q_norm", "none"),
-        "variant": ", ".join(
-            f"{k} {cfg[k]}" for k, v in VARIANT_DEFAULTS.items() if cfg.get(k, v) != v
-        ),
+        "variant": variant(run),
         "bc_mean": None,
         "bc_se": None,
         "seed_gain_over_bc": None,
@@ -89,6 +89,14 @@ def collect(run: Path) -> dict[str, Any]:
     ]  # fmt: skip
     row["extras"] = _extras(run)
     return row
+
+
+def variant(run: Path) -> str:
+    """The run's settings among `VARIANT_KEYS` that differ from today's quick preset."""
+    cfg, quick = read_config(run / "config.json"), resolve_config("quick")
+    return ", ".join(
+        f"{k} {getattr(cfg, k)}" for k in VARIANT_KEYS if getattr(cfg, k) != getattr(quick, k)
+    )
 
 
 def _extras(run: Path) -> list[dict[str, Any]]:
