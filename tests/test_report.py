@@ -75,8 +75,6 @@ DOCS_UNGUARDED = {
     "method.md": "the paper's equations, no measurements",
     "contributing.md": "how to work on the package, no measurements",
     "api.md": "generated from docstrings",
-    "rl.md": "being rewritten with the RL pipeline; guard it when that lands",
-    "theory.md": "being rewritten with verify-theorems; guard it when that lands",
 }
 DOCS_GUARDED = sorted(
     p for p in (ROOT / "docs").glob("*.md") if p.name not in DOCS_UNGUARDED
