@@ -305,22 +305,13 @@ def diagnose_critic(
             )  # fmt: skip
             worst = max(worst, err)
     result = {
-        "run": str(run.root),
-        "dataset": cfg.dataset,
-        "env": inp.env_id,
-        "seed": seed,
-        "method": cfg.method,
-        "critic": cfg.critic,
+        **_run_fields(inp, seed),
         "behaviour_policy": sorted({conts[p].policy for p in np.unique(part_of[rows])}),
         "states": states,
         "supports": m,
         "rollouts": rollouts,
         "horizon": horizon,
         "radius": radius,
-        "gamma": cfg.gamma,
-        "beta": cfg.beta,
-        "q_norm": cfg.q_norm,
-        "keep_data_action": cfg.keep_data_action,
         "state_rebuild_max_error": worst,
         "probes": {
             k: score_probe(q[k], returns[k], sup[k], beta=cfg.beta, q_norm=cfg.q_norm)
@@ -334,6 +325,24 @@ def diagnose_critic(
         arrays |= {f"{k}_q": q[k], f"{k}_returns": returns[k], f"{k}_actions": sup[k]}
     _write(out, result, arrays)
     return result
+
+
+def _run_fields(inp: _Inputs, seed: int) -> dict[str, Any]:
+    """What the report records about the run: which one, its data and its weights' settings."""
+    run, cfg = inp.run, inp.run.config
+    return {
+        "run": str(run.root),
+        "dataset": cfg.dataset,
+        "dataset_id": run.dataset_id,  # the data it was trained on (its recipe version)
+        "env": inp.env_id,
+        "seed": seed,
+        "method": cfg.method,
+        "critic": cfg.critic,
+        "gamma": cfg.gamma,
+        "beta": cfg.beta,
+        "q_norm": cfg.q_norm,
+        "keep_data_action": cfg.keep_data_action,
+    }
 
 
 def _supports(
