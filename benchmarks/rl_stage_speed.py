@@ -18,8 +18,6 @@ could gain; run pinned (``taskset -c 0``) on an idle machine.
 """
 
 import argparse
-import statistics
-import time
 from typing import Any
 
 import equinox as eqx
@@ -27,18 +25,9 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 from _record import write_result
+from core import timeit
 
 from ewfm.rl import STAGES, CriticBatch, Dims, SupportSet, resolve_config
-
-
-def _median_seconds(fn, repeats: int) -> float:
-    jax.block_until_ready(fn())  # compile and warm up
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        out.append(time.perf_counter() - t0)
-    return statistics.median(out)
 
 
 def matmul_gflops(rows: int, width: int, repeats: int) -> float:
@@ -47,7 +36,7 @@ def matmul_gflops(rows: int, width: int, repeats: int) -> float:
     a, w = jr.normal(jr.key(0), (rows, width)), jr.normal(jr.key(1), (width, width)) / width
     n = max(1, int(4e8 // (2 * rows * width * width)))  # ~0.4 GFLOP per timing
     f = jax.jit(lambda x, y: jax.lax.fori_loop(0, n, lambda i, c: c @ y, x))
-    return 2 * rows * width * width * n / _median_seconds(lambda: f(a, w), repeats) / 1e9
+    return 2 * rows * width * width * n / timeit(lambda: f(a, w), repeats) / 1e9
 
 
 def _flops(fn, *args) -> float:
@@ -98,7 +87,7 @@ def measure(stage: str, cfg, dims: Dims, steps: int, repeats: int) -> dict[str, 
     flops = _flops(grad, params, batch)
     epoch = cls.program(cfg, phase)[1]
     ks = jr.split(jr.key(3), 1)
-    seconds = _median_seconds(lambda: epoch(state, full, ks), repeats) / steps
+    seconds = timeit(lambda: epoch(state, full, ks), repeats) / steps
     width = cfg.critic_width if stage == "critic" else cfg.width
     rows = _rows(stage, cfg)
     at_shape = matmul_gflops(rows, width, repeats)
